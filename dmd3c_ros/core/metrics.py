@@ -1,0 +1,130 @@
+"""Depth metrics: the one implementation used by training, evaluation and the bag tool.
+
+Semantics follow the KITTI depth-completion devkit (evaluate_depth.cpp):
+- only pixels with ground truth are scored;
+- prediction pixels without a value are first filled by the devkit's background interpolation
+  (``interpolate_background``);
+- RMSE and MAE are reported in millimetres, iRMSE and iMAE on inverse depth in 1/km;
+- figures are computed per image and averaged over images (``average_metrics``).
+AbsRel, SqRel and the threshold accuracies delta_k (max(pred/gt, gt/pred) < 1.25^k) use the
+usual (Eigen et al.) definitions on the same pixels.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+METRIC_NAMES = ("rmse_mm", "mae_mm", "irmse_per_km", "imae_per_km",
+                "abs_rel", "sq_rel", "delta1", "delta2", "delta3")
+
+
+def _valid(depth: np.ndarray) -> np.ndarray:
+    return np.isfinite(depth) & (depth > 0)
+
+
+def _fill_rows(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Row-wise devkit fill: gaps between two valid pixels take the smaller of the two bounding
+    depths (background, not foreground, bleeds into a gap); pixels left of the first and right of
+    the last valid pixel take that pixel's depth. Rows without any valid pixel stay invalid."""
+    height, width = values.shape
+    cols = np.broadcast_to(np.arange(width), (height, width))
+    # Index of the nearest valid pixel at or to the left / right of each pixel (-1 / width: none).
+    left = np.maximum.accumulate(np.where(valid, cols, -1), axis=1)
+    right = np.minimum.accumulate(np.where(valid, cols, width)[:, ::-1], axis=1)[:, ::-1]
+    rows = np.arange(height)[:, None]
+    left_value = values[rows, np.clip(left, 0, width - 1)]
+    right_value = values[rows, np.clip(right, 0, width - 1)]
+    has_left, has_right = left >= 0, right < width
+    filled = np.where(has_left & has_right, np.minimum(left_value, right_value),
+                      np.where(has_left, left_value, right_value))
+    ok = valid | has_left | has_right
+    return np.where(valid, values, filled), ok
+
+
+def interpolate_background(prediction: np.ndarray) -> np.ndarray:
+    """Fill prediction pixels without a value (NaN or <= 0) as the KITTI devkit does.
+
+    Row pass as in ``_fill_rows``; then, per column, rows above the first and below the last
+    filled row take that row's value. Rows with no value at all that lie between filled rows stay
+    unfilled: the devkit scores them as depth -1 m, and so does ``depth_metrics``.
+
+    Args:
+        prediction: (H, W) float metres.
+    Returns:
+        (H, W) float64 metres; -1 where the devkit leaves a pixel unfilled.
+    """
+    values = np.asarray(prediction, dtype=np.float64)
+    valid = _valid(values)
+    values = np.where(valid, values, 0.0)
+    values, ok = _fill_rows(values, valid)
+    # Column pass: only extrapolation to the top and to the bottom of each column.
+    height = values.shape[0]
+    row_idx = np.arange(height)[:, None]
+    any_ok = ok.any(axis=0)
+    first = np.where(any_ok, ok.argmax(axis=0), 0)
+    last = np.where(any_ok, height - 1 - ok[::-1].argmax(axis=0), height - 1)
+    cols = np.arange(values.shape[1])
+    above = (row_idx < first) & any_ok
+    below = (row_idx > last) & any_ok
+    values = np.where(above, values[first, cols], values)
+    values = np.where(below, values[last, cols], values)
+    ok = ok | above | below
+    return np.where(ok, values, -1.0)
+
+
+def depth_metrics(prediction: np.ndarray, ground_truth: np.ndarray, *,
+                  fill_missing: bool = True) -> dict[str, float]:
+    """Per-image metrics of a dense prediction against (semi-)dense ground truth.
+
+    Args:
+        prediction: (H, W) float metres; NaN or <= 0 = no value.
+        ground_truth: (H, W) float metres; NaN or <= 0 = no value (not scored).
+        fill_missing: fill prediction holes as the devkit does (True) or score only pixels where
+            both have a value (False).
+    Returns:
+        dict with METRIC_NAMES plus ``pixels`` (number scored). With no pixel to score every
+        metric is NaN.
+    """
+    prediction = np.asarray(prediction, dtype=np.float64)
+    ground_truth = np.asarray(ground_truth, dtype=np.float64)
+    if prediction.shape != ground_truth.shape:
+        raise ValueError(f"prediction {prediction.shape} and ground truth {ground_truth.shape} "
+                         "differ in shape")
+    mask = _valid(ground_truth)
+    if fill_missing:
+        pred = interpolate_background(prediction)[mask]
+    else:
+        mask &= _valid(prediction)
+        pred = prediction[mask]
+    gt = ground_truth[mask]
+    if gt.size == 0:
+        return {**{name: float("nan") for name in METRIC_NAMES}, "pixels": 0}
+    err = pred - gt
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv_err = 1000.0 / pred - 1000.0 / gt  # 1/m to 1/km
+        ratio = np.maximum(pred / gt, gt / pred)
+    ratio = np.where(pred > 0, ratio, np.inf)
+    return {
+        "rmse_mm": float(np.sqrt(np.mean(err ** 2)) * 1000.0),  # m to mm
+        "mae_mm": float(np.mean(np.abs(err)) * 1000.0),  # m to mm
+        "irmse_per_km": float(np.sqrt(np.mean(inv_err ** 2))),
+        "imae_per_km": float(np.mean(np.abs(inv_err))),
+        "abs_rel": float(np.mean(np.abs(err) / gt)),
+        "sq_rel": float(np.mean(err ** 2 / gt)),
+        "delta1": float(np.mean(ratio < 1.25)),
+        "delta2": float(np.mean(ratio < 1.25 ** 2)),
+        "delta3": float(np.mean(ratio < 1.25 ** 3)),
+        "pixels": int(gt.size),
+    }
+
+
+def average_metrics(per_image: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Mean of per-image metrics over images (images without scored pixels are skipped).
+
+    Returns the means of METRIC_NAMES plus ``frames`` (images averaged)."""
+    rows = [m for m in per_image if m.get("pixels", 1) > 0]
+    result: dict[str, float] = {name: float(np.mean([m[name] for m in rows])) if rows
+                                else float("nan") for name in METRIC_NAMES}
+    result["frames"] = len(rows)
+    return result

@@ -1,0 +1,60 @@
+"""LiDAR sweep -> sparse depth image of one camera, with a z-buffer."""
+from __future__ import annotations
+
+import numpy as np
+
+from .camera import PinholeCamera
+
+
+def transform_points(points: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Apply a (4, 4) rigid transform to the first three columns of (N, >=3) points -> (N, 3)."""
+    points = np.asarray(points)
+    T = np.asarray(transform, dtype=np.float64).reshape(4, 4)
+    return points[:, :3].astype(np.float64) @ T[:3, :3].T + T[:3, 3]
+
+
+def project_to_depth(points: np.ndarray, camera: PinholeCamera,
+                     lidar_to_camera: np.ndarray | None = None, *,
+                     min_depth: float = 0.1, max_depth: float = np.inf) -> np.ndarray:
+    """Render a LiDAR sweep as a sparse depth image of ``camera``.
+
+    Args:
+        points: (N, >=3) float x, y, z in metres (extra columns such as intensity are ignored),
+            in the LiDAR frame, or in the camera's rectified optical frame when
+            ``lidar_to_camera`` is None. Non-finite points are dropped.
+        camera: the target camera; pixel = P . [X; 1] (image_geometry semantics), rounded to the
+            nearest pixel centre.
+        lidar_to_camera: (4, 4) transform from the LiDAR frame to the rectified optical frame.
+        min_depth, max_depth: metres along the optical axis; points outside are dropped (this also
+            drops everything behind the camera).
+
+    Returns:
+        (H, W) float32 depth along the optical axis in metres, 0 = no return. Where several points
+        land on one pixel the nearest wins (z-buffer), as a real range sensor would see it.
+    """
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] < 3:
+        raise ValueError(f"points must be (N, >=3), got shape {points.shape}")
+    xyz = points[:, :3].astype(np.float64) if lidar_to_camera is None \
+        else transform_points(points, lidar_to_camera)
+    xyz = xyz[np.all(np.isfinite(xyz), axis=1)]
+    uv, depth = camera.project(xyz)
+    keep = (depth >= max(min_depth, 1e-6)) & (depth <= max_depth)
+    u = np.floor(uv[keep, 0] + 0.5)  # nearest pixel centre
+    v = np.floor(uv[keep, 1] + 0.5)
+    depth = depth[keep]
+    inside = (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
+    flat = v[inside].astype(np.int64) * camera.width + u[inside].astype(np.int64)
+    return _zbuffer(flat, depth[inside], camera.height, camera.width)
+
+
+def _zbuffer(flat_index: np.ndarray, depth: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scatter depths into an (H, W) float32 image keeping the smallest depth per pixel."""
+    image = np.zeros(height * width, dtype=np.float32)
+    if flat_index.size:
+        order = np.lexsort((depth, flat_index))  # by pixel, then nearest first
+        flat_sorted = flat_index[order]
+        first = np.ones(flat_sorted.size, dtype=bool)
+        first[1:] = flat_sorted[1:] != flat_sorted[:-1]
+        image[flat_sorted[first]] = depth[order][first]
+    return image.reshape(height, width)

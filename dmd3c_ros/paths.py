@@ -1,0 +1,30 @@
+"""Where the package's data (models/, launch/) lives: a source checkout or an installed share/."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+PACKAGE = "dmd3c_ros"
+DEFAULT_MODEL_SPEC = "student.yaml"
+
+
+def share_dir() -> Path:
+    """The folder holding models/ and launch/.
+
+    A source checkout (or an editable install) uses the repository root; a colcon or pip install
+    uses <prefix>/share/dmd3c_ros (ament_index where ROS 2 is sourced).
+    """
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "package.xml").is_file():
+        return checkout
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return Path(get_package_share_directory(PACKAGE))
+    except Exception:  # not installed through ament, or ament_index missing
+        return Path(sys.prefix) / "share" / PACKAGE
+
+
+def default_model_spec() -> Path | None:
+    """The shipped student's model spec YAML, or None when the package ships none."""
+    path = share_dir() / "models" / DEFAULT_MODEL_SPEC
+    return path if path.is_file() else None

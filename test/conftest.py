@@ -1,0 +1,22 @@
+"""Shared fixtures: the real samples in ../shared/data (tests skip when they are absent)."""
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+KITTI_DC = SHARED_DATA / "kitti_dc" / "0000000005"
+KITTI_OBJECT = SHARED_DATA / "kitti_object" / "000000"
+
+
+@pytest.fixture
+def kitti_dc() -> Path:
+    if not (KITTI_DC / "velodyne.bin").is_file():
+        pytest.skip(f"real KITTI sample not found at {KITTI_DC} (../shared/data)")
+    return KITTI_DC
+
+
+@pytest.fixture
+def kitti_object() -> Path:
+    if not (KITTI_OBJECT / "calib.txt").is_file():
+        pytest.skip(f"real KITTI object sample not found at {KITTI_OBJECT} (../shared/data)")
+    return KITTI_OBJECT

@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from dmd3c_ros.core.classical import complete_classical
+from dmd3c_ros.core.io import read_kitti_depth
+from dmd3c_ros.core.metrics import depth_metrics
+
+
+def test_fills_a_plane_and_keeps_its_depth():
+    sparse = np.zeros((60, 80), np.float32)
+    sparse[::4, ::5] = 12.0
+    dense = complete_classical(sparse)
+    assert np.isfinite(dense).all()
+    np.testing.assert_allclose(dense, 12.0, atol=1e-3)
+
+
+def test_nearer_object_wins_dilation():
+    sparse = np.zeros((40, 40), np.float32)
+    sparse[::3, ::3] = 30.0
+    sparse[16:25:2, 16:25:2] = 5.0  # a near object in front of a far wall
+    dense = complete_classical(sparse)
+    assert dense[20, 21] == pytest.approx(5.0, abs=0.5)  # its gaps take its depth, not the wall's
+
+
+def test_empty_input_gives_no_values_and_input_is_untouched():
+    sparse = np.zeros((10, 12), np.float32)
+    assert np.isnan(complete_classical(sparse)).all()
+    sparse[5, 5] = np.nan
+    sparse[2, 2] = -3.0
+    sparse[3, 3] = 8.0
+    before = sparse.copy()
+    dense = complete_classical(sparse)
+    assert np.nanmax(dense) == pytest.approx(8.0)
+    np.testing.assert_array_equal(sparse, before)
+
+
+def test_rejects_wrong_shape():
+    with pytest.raises(ValueError):
+        complete_classical(np.zeros((4, 4, 1), np.float32))
+
+
+def test_real_kitti_frame_accuracy(kitti_dc):
+    sparse = read_kitti_depth(kitti_dc / "velodyne_raw_02.png")
+    gt = read_kitti_depth(kitti_dc / "groundtruth_02.png")
+    metrics = depth_metrics(complete_classical(sparse), gt)
+    assert metrics["pixels"] == np.count_nonzero(gt)  # every ground-truth pixel scored
+    assert metrics["rmse_mm"] <= 1100.0
+    assert metrics["mae_mm"] <= 300.0

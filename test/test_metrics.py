@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from dmd3c_ros.core.metrics import average_metrics, depth_metrics, interpolate_background
+
+
+def test_metrics_by_hand():
+    gt = np.array([[2.0, 0.0], [4.0, 5.0]])
+    pred = np.array([[2.5, 1.0], [4.0, 4.0]])
+    m = depth_metrics(pred, gt)
+    # errors 0.5, 0, -1 m; inverse errors (1/km) -100, 0, 50
+    assert m["pixels"] == 3
+    assert m["rmse_mm"] == pytest.approx(np.sqrt((0.25 + 1.0) / 3) * 1000)
+    assert m["mae_mm"] == pytest.approx(500.0)
+    assert m["irmse_per_km"] == pytest.approx(np.sqrt((100.0 ** 2 + 50.0 ** 2) / 3))
+    assert m["imae_per_km"] == pytest.approx(50.0)
+    assert m["abs_rel"] == pytest.approx((0.25 + 0.2) / 3)
+    assert m["sq_rel"] == pytest.approx((0.25 / 2 + 1.0 / 5) / 3)
+    assert m["delta1"] == pytest.approx(1 / 3)  # ratios 1.25, 1, 1.25: strict inequality
+    assert m["delta2"] == 1.0
+
+
+def test_devkit_background_interpolation_rows():
+    pred = np.array([[0.0, 3.0, 0.0, 0.0, 5.0, 0.0]])
+    np.testing.assert_array_equal(interpolate_background(pred), [[3, 3, 3, 3, 5, 5]])
+    # The gap takes the farther? No: the smaller (background rule of the devkit) of its bounds.
+    pred = np.array([[9.0, np.nan, -1.0, 2.0]])
+    np.testing.assert_array_equal(interpolate_background(pred), [[9, 2, 2, 2]])
+
+
+def test_devkit_background_interpolation_columns():
+    pred = np.array([[0, 0, 0], [0, 2, 0], [0, 0, 0], [7, 0, 1]], dtype=float)
+    expected = [[2, 2, 2], [2, 2, 2], [-1, -1, -1], [7, 1, 1]]
+    np.testing.assert_array_equal(interpolate_background(pred), expected)
+
+
+def test_holes_are_filled_before_scoring_unless_disabled():
+    gt = np.array([[2.0, 2.0, 2.0]])
+    pred = np.array([[2.0, np.nan, 4.0]])
+    filled = depth_metrics(pred, gt)
+    assert filled["pixels"] == 3 and filled["mae_mm"] == pytest.approx(2000 / 3)
+    only = depth_metrics(pred, gt, fill_missing=False)
+    assert only["pixels"] == 2 and only["mae_mm"] == pytest.approx(1000.0)
+
+
+def test_no_ground_truth_gives_nan_and_average_skips_it():
+    empty = depth_metrics(np.ones((2, 2)), np.zeros((2, 2)))
+    assert empty["pixels"] == 0 and np.isnan(empty["rmse_mm"])
+    a = depth_metrics(np.array([[1.0]]), np.array([[2.0]]))
+    b = depth_metrics(np.array([[3.0]]), np.array([[2.0]]))
+    avg = average_metrics([a, empty, b])
+    assert avg["frames"] == 2 and avg["rmse_mm"] == pytest.approx(1000.0)
+    # The average is over images, not pixels.
+    c = depth_metrics(np.full((1, 3), 2.0), np.full((1, 3), 2.0))
+    assert average_metrics([a, c])["mae_mm"] == pytest.approx(500.0)
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="shape"):
+        depth_metrics(np.ones((2, 2)), np.ones((2, 3)))
+
+
+def test_inputs_not_mutated():
+    pred = np.array([[0.0, 3.0, 0.0]])
+    before = pred.copy()
+    interpolate_background(pred)
+    depth_metrics(pred, np.ones((1, 3)))
+    np.testing.assert_array_equal(pred, before)
