@@ -35,14 +35,15 @@ def project_to_depth(points: np.ndarray, camera: PinholeCamera,
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] < 3:
         raise ValueError(f"points must be (N, >=3), got shape {points.shape}")
-    xyz = points[:, :3].astype(np.float64) if lidar_to_camera is None \
-        else transform_points(points, lidar_to_camera)
-    xyz = xyz[np.all(np.isfinite(xyz), axis=1)]
-    uv, depth = camera.project(xyz)
-    keep = (depth >= max(min_depth, 1e-6)) & (depth <= max_depth)
-    u = np.floor(uv[keep, 0] + 0.5)  # nearest pixel centre
-    v = np.floor(uv[keep, 1] + 0.5)
-    depth = depth[keep]
+    # One (3, 4) matrix takes LiDAR points straight to homogeneous pixels: P . T.
+    M = camera.P if lidar_to_camera is None \
+        else camera.P @ np.asarray(lidar_to_camera, dtype=np.float64).reshape(4, 4)
+    xyz = points[:, :3].astype(np.float64)
+    depth = xyz @ M[2, :3] + M[2, 3]
+    keep = (depth >= max(min_depth, 1e-6)) & (depth <= max_depth)  # NaN points fail too
+    xyz, depth = xyz[keep], depth[keep]
+    u = np.floor((xyz @ M[0, :3] + M[0, 3]) / depth + 0.5)  # nearest pixel centre
+    v = np.floor((xyz @ M[1, :3] + M[1, 3]) / depth + 0.5)
     inside = (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
     flat = v[inside].astype(np.int64) * camera.width + u[inside].astype(np.int64)
     return _zbuffer(flat, depth[inside], camera.height, camera.width)
