@@ -32,7 +32,7 @@ demo: $(STAMP)
 		--sparse $(DEMO_FRAME)/velodyne_raw_02.png \
 		--ground-truth $(DEMO_FRAME)/groundtruth_02.png \
 		--out $(DEMO_OUT)/depth.png --out-colorized $(DEMO_OUT)/depth_colorized.png \
-		--json $(DEMO_OUT)/metrics.json
+		--repeat 20 --json $(DEMO_OUT)/metrics.json
 
 clean:
 	rm -rf $(VENV) out build install log *.egg-info

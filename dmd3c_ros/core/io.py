@@ -81,8 +81,8 @@ def read_kitti_velodyne(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
-    raw = np.fromfile(path, dtype="<f4")
-    if raw.size % 4:
-        raise InputFileError(f"{path}: {raw.size * 4} bytes is not a whole number of "
+    size = path.stat().st_size
+    if size % 16:
+        raise InputFileError(f"{path}: {size} bytes is not a whole number of "
                              "16-byte (float32 x, y, z, reflectance) points")
-    return raw.reshape(-1, 4)
+    return np.fromfile(path, dtype="<f4").reshape(-1, 4)

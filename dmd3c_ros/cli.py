@@ -1,0 +1,93 @@
+"""The ``dmd3c`` command: thin subcommands that parse arguments and call the library."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch", "classical")
+
+
+def _add_complete(subparsers) -> None:
+    p = subparsers.add_parser(
+        "complete", help="complete one frame offline",
+        description="Complete one camera frame with its LiDAR into dense metric depth. Without a "
+                    "LiDAR argument (or with an all-zero sparse PNG) it runs in mono mode.")
+    p.add_argument("--image", required=True, help="camera image (PNG/JPEG)")
+    lidar = p.add_mutually_exclusive_group()
+    lidar.add_argument("--sparse", help="sparse depth, KITTI uint16 PNG (metres x 256, 0 = none)")
+    lidar.add_argument("--points", help="KITTI Velodyne sweep (.bin, float32 x, y, z, reflectance)")
+    p.add_argument("--calib", help="with --points: KITTI calib.txt (object format) or the folder "
+                                   "holding calib_cam_to_cam.txt and calib_velo_to_cam.txt")
+    p.add_argument("--camera-index", type=int, default=2, choices=range(4),
+                   help="KITTI camera the image comes from (default 2, left colour)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="inference backend (auto: TensorRT with a GPU, else ONNX Runtime)")
+    p.add_argument("--model", help="model spec YAML (default: the shipped student)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    p.add_argument("--engine-cache-dir", help="TensorRT engine cache folder")
+    p.add_argument("--out", required=True, help="output depth, KITTI uint16 PNG (metres x 256)")
+    p.add_argument("--out-colorized", help="also write a colourized depth PNG")
+    p.add_argument("--ground-truth", help="KITTI uint16 ground-truth PNG: print metrics")
+    p.add_argument("--repeat", type=int, default=1, help="time the inference N times (median)")
+    p.add_argument("--json", help="write the figures as JSON to this path")
+    p.set_defaults(func=_run_complete)
+
+
+def _run_complete(args) -> int:
+    from .complete import complete_frame
+    from .core.colorize import colorize_depth
+    from .core.io import write_kitti_depth, write_rgb
+
+    result = complete_frame(args.image, sparse_png=args.sparse, points_bin=args.points,
+                            calib=args.calib, ground_truth=args.ground_truth,
+                            backend=args.backend, model=args.model, precision=args.precision,
+                            engine_cache_dir=args.engine_cache_dir,
+                            camera_index=args.camera_index, repeat=args.repeat)
+    depth = result.prediction.depth
+    write_kitti_depth(args.out, depth)
+    if args.out_colorized:
+        write_rgb(args.out_colorized, colorize_depth(depth))
+    print(f"backend {result.backend}, {result.mode} mode, {result.sparse_pixels} LiDAR pixels in, "
+          f"inference {result.infer_ms_median:.1f} ms (median of {len(result.infer_ms)})")
+    print(f"wrote {args.out}" + (f" and {args.out_colorized}" if args.out_colorized else ""))
+    if result.metrics is not None:
+        m = result.metrics
+        print(f"vs ground truth ({m['pixels']} px): RMSE {m['rmse_mm']:.1f} mm, MAE "
+              f"{m['mae_mm']:.1f} mm, iRMSE {m['irmse_per_km']:.2f} 1/km, iMAE "
+              f"{m['imae_per_km']:.2f} 1/km, AbsRel {m['abs_rel']:.4f}, delta1 {m['delta1']:.4f}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({
+            "backend": result.backend, "mode": result.mode, "inputs": result.inputs,
+            "sparse_pixels": result.sparse_pixels,
+            "infer_ms": {"median": result.infer_ms_median, "runs": result.infer_ms},
+            "metrics": result.metrics}, indent=2) + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dmd3c", description="dmd3c_ros: dense metric depth "
+                                     "from camera + LiDAR (offline tools)")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_complete(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .core.camera import CalibrationError
+    from .core.io import InputFileError
+    from .runtime.base import BackendError
+    from .runtime.spec import ModelSpecError
+    try:
+        return args.func(args)
+    except (InputFileError, CalibrationError, ModelSpecError, BackendError, ValueError,
+            OSError) as error:
+        print(f"dmd3c {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

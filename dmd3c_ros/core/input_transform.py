@@ -1,0 +1,160 @@
+"""Mapping between a camera image of any size and a network's fixed input size, and back.
+
+Policy (one crop, then one resize; no padding, no aspect distortion beyond integer rounding):
+
+1. Crop the image to the aspect ratio of the network input:
+   - image relatively *taller* than the input (``W / H < w / h``, e.g. KITTI 1242x375 into
+     1216x256): keep the full width and the **bottom** rows. In road scenes the top of the image
+     is sky, which carries no LiDAR return and no useful depth (KITTI evaluates only the bottom
+     352 rows for the same reason).
+   - image relatively *wider* (``W / H > w / h``): keep the full height and crop the width
+     **centrally**.
+   - equal aspect: no crop.
+2. Resize the crop to ``(w, h)``: RGB with ``cv2.INTER_AREA`` when shrinking and
+   ``cv2.INTER_LINEAR`` when enlarging; sparse depth is never interpolated (each valid pixel is
+   scattered to the nearest target pixel through a z-buffer keeping the nearest depth).
+3. ``restore`` maps a network output of size ``(h, w)`` back to the full ``(W, H)`` image:
+   resized to the crop size without blending valid depth with NaN and placed in the crop box;
+   everything outside the crop box is NaN (no value).
+
+Pixel convention as cv2.resize and ``PinholeCamera.resized``: pixel centres are aligned, so a
+source pixel column ``u`` maps to the continuous target column ``(u + 0.5) * sx - 0.5``.
+Sizes are given OpenCV-style as (width, height) throughout this module.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from dmd3c_ros.core.camera import PinholeCamera
+
+
+def _size(value, name: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (width, height), got {value!r}") from None
+    if width <= 0 or height <= 0:
+        raise ValueError(f"{name} must be positive, got {width}x{height}")
+    return width, height
+
+
+class InputTransform:
+    """Crop + resize between an image of ``image_size`` and a network input of ``input_size``.
+
+    Args:
+        image_size: (W, H) of the camera image in pixels.
+        input_size: (w, h) of the network input in pixels.
+
+    Attributes:
+        crop: (x0, y0, width, height) of the crop box in image pixels.
+        is_identity: True when the image already has the input size (no crop, no resize).
+    """
+
+    def __init__(self, image_size, input_size) -> None:
+        self.image_size = _size(image_size, "image_size")
+        self.input_size = _size(input_size, "input_size")
+        W, H = self.image_size
+        w, h = self.input_size
+        if W * h < w * H:  # image relatively taller: full width, keep the bottom rows
+            crop_h = min(H, max(1, round(W * h / w)))
+            self.crop = (0, H - crop_h, W, crop_h)
+        elif W * h > w * H:  # image relatively wider: full height, centred columns
+            crop_w = min(W, max(1, round(H * w / h)))
+            self.crop = ((W - crop_w) // 2, 0, crop_w, H)
+        else:
+            self.crop = (0, 0, W, H)
+        self.is_identity = self.image_size == self.input_size
+
+    def __repr__(self) -> str:
+        return (f"InputTransform(image_size={self.image_size}, input_size={self.input_size}, "
+                f"crop={self.crop})")
+
+    def _check(self, array: np.ndarray, name: str) -> None:
+        W, H = self.image_size
+        if array.shape[:2] != (H, W):
+            raise ValueError(f"{name} has shape {array.shape}, expected height {H} and width {W} "
+                             f"for this transform")
+
+    def _cropped(self, array: np.ndarray) -> np.ndarray:
+        x0, y0, cw, ch = self.crop
+        return array[y0:y0 + ch, x0:x0 + cw]
+
+    def apply_rgb(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB image -> new (h, w, 3) uint8 RGB network-size image."""
+        rgb = np.asarray(rgb)
+        self._check(rgb, "rgb")
+        if self.is_identity:
+            return rgb.copy()
+        _, _, cw, ch = self.crop
+        w, h = self.input_size
+        shrinking = w <= cw and h <= ch
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        return cv2.resize(np.ascontiguousarray(self._cropped(rgb)), (w, h),
+                          interpolation=interpolation)
+
+    def apply_sparse(self, sparse: np.ndarray) -> np.ndarray:
+        """(H, W) sparse depth in metres (0 = no value) -> new (h, w) float32 metres, 0 = no value.
+
+        Depth values are never interpolated: every valid (finite, > 0) pixel of the crop goes to
+        the target pixel containing its centre, and where several land on one target pixel the
+        nearest (smallest) depth wins, as a z-buffer would. NaN, inf and negative values count as
+        no value.
+        """
+        sparse = np.asarray(sparse)
+        self._check(sparse, "sparse")
+        crop = self._cropped(sparse).astype(np.float32)  # astype copies: the input is untouched
+        crop[~np.isfinite(crop) | (crop < 0)] = 0.0
+        if self.is_identity:
+            return crop
+        _, _, cw, ch = self.crop
+        w, h = self.input_size
+        rows, cols = np.nonzero(crop > 0)
+        depth = crop[rows, cols]
+        # Target pixel holding the source pixel centre: floor((u + 0.5) * sx), as cv2.resize.
+        u = np.minimum(((cols + 0.5) * (w / cw)).astype(np.int64), w - 1)
+        v = np.minimum(((rows + 0.5) * (h / ch)).astype(np.int64), h - 1)
+        zbuffer = np.full(h * w, np.inf, dtype=np.float32)
+        np.minimum.at(zbuffer, v * w + u, depth)
+        zbuffer[np.isinf(zbuffer)] = 0.0
+        return zbuffer.reshape(h, w)
+
+    def apply_camera(self, camera: PinholeCamera) -> PinholeCamera:
+        """The camera of the network input: ``camera`` cropped to the crop box, then resized."""
+        if camera.size != self.image_size:
+            raise ValueError(f"camera is {camera.width}x{camera.height}, this transform expects "
+                             f"{self.image_size[0]}x{self.image_size[1]}")
+        if self.is_identity:
+            return camera
+        x0, y0, cw, ch = self.crop
+        return camera.cropped(x0, y0, cw, ch).resized(*self.input_size)
+
+    def restore(self, depth: np.ndarray) -> np.ndarray:
+        """(h, w) network-size map (metres, NaN = no value) -> new (H, W) float32 full-size map.
+
+        Bilinear (area when shrinking) resize to the crop size by normalised convolution: NaN
+        pixels get zero weight, so valid values are never blended with NaN; a target pixel whose
+        valid weight is below one half is NaN. Pixels outside the crop box are NaN.
+        """
+        depth = np.asarray(depth)
+        w, h = self.input_size
+        if depth.shape != (h, w):
+            raise ValueError(f"network output has shape {depth.shape}, expected ({h}, {w})")
+        depth = depth.astype(np.float32)  # copy: the input is untouched
+        if self.is_identity:
+            return depth
+        x0, y0, cw, ch = self.crop
+        interpolation = cv2.INTER_AREA if (cw <= w and ch <= h) else cv2.INTER_LINEAR
+        valid = np.isfinite(depth)
+        if valid.all():
+            resized = cv2.resize(depth, (cw, ch), interpolation=interpolation)
+        else:
+            weight = cv2.resize(valid.astype(np.float32), (cw, ch), interpolation=interpolation)
+            total = cv2.resize(np.where(valid, depth, 0.0).astype(np.float32), (cw, ch),
+                               interpolation=interpolation)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                resized = np.where(weight >= 0.5, total / weight, np.nan).astype(np.float32)
+        W, H = self.image_size
+        full = np.full((H, W), np.nan, dtype=np.float32)
+        full[y0:y0 + ch, x0:x0 + cw] = resized
+        return full

@@ -1,0 +1,255 @@
+"""Model spec: the contract between a depth network and the runtime, stored as YAML beside the ONNX.
+
+Example (``models/student.yaml``; paths are relative to the YAML file)::
+
+    name: student_s
+    onnx: student_s.onnx
+    sha256: 3f1c...e9      # sha256 of the ONNX file, checked when the spec is loaded
+    opset: 17
+    units: metres
+    input_size: [256, 1216]   # [height, width] of the network input, pixels
+    inputs:                   # ONNX input tensor names, both NCHW float32
+      rgb: rgb                # (N, 3, h, w): (rgb_0_255 - mean) / std, RGB order
+      sparse: sparse          # (N, 1, h, w): sparse_metres / depth_scale, 0 = no value
+    outputs:
+      depth: depth            # (N, 1, h, w): depth_metres / depth_scale
+      uncertainty: sigma      # optional, (N, 1, h, w): std_metres / depth_scale
+    rgb_normalization:        # on the 0-255 scale
+      mean: [123.675, 116.28, 103.53]
+      std: [58.395, 57.12, 57.375]
+    depth_scale: 80.0         # metres per network unit (inputs divided by it, outputs multiplied)
+    depth_range: [0.5, 80.0]  # metres; network outputs are clipped to it
+    supports_mono: true       # the network accepts an all-zero sparse input (no LiDAR)
+    torch:                    # optional: how to rebuild the module in PyTorch (no pickle)
+      factory: dmd3c_ros.training.student:build_student
+      kwargs: {channels: 32}
+      weights: student_s.safetensors
+
+Missing keys, missing files and a wrong hash raise :class:`ModelSpecError` naming the file and key.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ModelSpecError(ValueError):
+    """A model spec YAML is missing, malformed, or does not match its ONNX file."""
+
+
+def sha256_file(path) -> str:
+    """Lower-case hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class TorchSpec:
+    """How to rebuild the network in PyTorch: ``factory(**kwargs)`` then safetensors ``weights``."""
+
+    factory: str                 # "package.module:function" returning an nn.Module
+    kwargs: dict = field(default_factory=dict)
+    weights: Path | None = None  # absolute path of the .safetensors file
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A loaded model spec; paths are absolute. See the module docstring for the YAML format.
+
+    ``input_size`` is (height, width) like the YAML; :attr:`input_wh` gives (width, height).
+    """
+
+    name: str
+    onnx: Path
+    sha256: str
+    input_size: tuple[int, int]
+    rgb_mean: tuple[float, float, float]
+    rgb_std: tuple[float, float, float]
+    depth_scale: float
+    depth_range: tuple[float, float]
+    supports_mono: bool
+    opset: int = 17
+    rgb_input: str = "rgb"
+    sparse_input: str = "sparse"
+    depth_output: str = "depth"
+    uncertainty_output: str | None = None
+    units: str = "metres"
+    torch: TorchSpec | None = None
+    path: Path | None = None     # the YAML file this spec was loaded from or saved to
+
+    def __post_init__(self) -> None:
+        where = str(self.path) if self.path else self.name
+        if len(self.input_size) != 2 or min(self.input_size) <= 0:
+            raise ModelSpecError(f"{where}: input_size must be positive, got {self.input_size}")
+        if not self.depth_scale > 0:
+            raise ModelSpecError(f"{where}: depth_scale must be positive, got {self.depth_scale}")
+        lo, hi = self.depth_range
+        if not 0 <= lo < hi:
+            raise ModelSpecError(f"{where}: depth_range must be [min, max] with 0 <= min < max "
+                                 f"metres, got {list(self.depth_range)}")
+        if any(s <= 0 for s in self.rgb_std) or len(self.rgb_std) != 3 or len(self.rgb_mean) != 3:
+            raise ModelSpecError(f"{where}: rgb_normalization needs 3 means and 3 positive stds")
+        if self.units not in ("metres", "meters"):
+            raise ModelSpecError(f"{where}: units must be 'metres', got {self.units!r}")
+
+    @property
+    def input_wh(self) -> tuple[int, int]:
+        """(width, height) of the network input, the OpenCV order InputTransform takes."""
+        return self.input_size[1], self.input_size[0]
+
+    @classmethod
+    def load(cls, path, *, verify: bool = True) -> "ModelSpec":
+        """Read a spec YAML; with ``verify`` the ONNX file's sha256 must match the spec's."""
+        path = Path(path).expanduser().resolve()
+        if not path.is_file():
+            raise ModelSpecError(f"model spec {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ModelSpecError(f"{path}: not valid YAML: {error}") from error
+        if not isinstance(data, dict):
+            raise ModelSpecError(f"{path}: expected a mapping at the top level")
+        spec = _from_dict(data, path)
+        if verify:
+            spec.verify()
+        return spec
+
+    def verify(self) -> None:
+        """Raise ModelSpecError unless the ONNX file exists and has the spec's sha256."""
+        where = self.path or self.name
+        if not self.onnx.is_file():
+            raise ModelSpecError(f"{where}: key 'onnx': file {self.onnx} does not exist")
+        actual = sha256_file(self.onnx)
+        if actual != self.sha256.lower():
+            raise ModelSpecError(f"{where}: sha256 mismatch for {self.onnx}: the spec says "
+                                 f"{self.sha256}, the file has {actual}")
+
+    def to_dict(self, relative_to=None) -> dict[str, Any]:
+        """The YAML mapping; paths relative to the directory ``relative_to`` when given."""
+        def rel(p: Path) -> str:
+            if relative_to is None:
+                return str(p)
+            try:
+                return str(Path(p).resolve().relative_to(Path(relative_to).resolve()))
+            except ValueError:
+                return str(Path(p).resolve())
+        outputs = {"depth": self.depth_output}
+        if self.uncertainty_output:
+            outputs["uncertainty"] = self.uncertainty_output
+        data: dict[str, Any] = {
+            "name": self.name, "onnx": rel(self.onnx), "sha256": self.sha256,
+            "opset": int(self.opset), "units": "metres",
+            "input_size": [int(v) for v in self.input_size],
+            "inputs": {"rgb": self.rgb_input, "sparse": self.sparse_input},
+            "outputs": outputs,
+            "rgb_normalization": {"mean": [float(v) for v in self.rgb_mean],
+                                  "std": [float(v) for v in self.rgb_std]},
+            "depth_scale": float(self.depth_scale),
+            "depth_range": [float(v) for v in self.depth_range],
+            "supports_mono": bool(self.supports_mono),
+        }
+        if self.torch is not None:
+            data["torch"] = {"factory": self.torch.factory, "kwargs": dict(self.torch.kwargs)}
+            if self.torch.weights is not None:
+                data["torch"]["weights"] = rel(self.torch.weights)
+        return data
+
+    def save(self, path) -> "ModelSpec":
+        """Write the spec YAML to ``path`` (paths stored relative to it); returns the saved spec."""
+        path = Path(path).expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(relative_to=path.parent), sort_keys=False))
+        return replace(self, path=path)
+
+
+def _require(data: dict, key: str, path: Path, section: str = ""):
+    if not isinstance(data, dict) or key not in data or data[key] is None:
+        raise ModelSpecError(f"{path}: missing key '{section}{key}'")
+    return data[key]
+
+
+def _from_dict(data: dict, path: Path) -> ModelSpec:
+    base = path.parent
+    inputs = _require(data, "inputs", path)
+    outputs = _require(data, "outputs", path)
+    norm = _require(data, "rgb_normalization", path)
+    torch_spec = None
+    if data.get("torch") is not None:
+        section = data["torch"]
+        factory = str(_require(section, "factory", path, "torch."))
+        if ":" not in factory:
+            raise ModelSpecError(f"{path}: key 'torch.factory' must be 'package.module:function', "
+                                 f"got {factory!r}")
+        weights = section.get("weights")
+        torch_spec = TorchSpec(factory, dict(section.get("kwargs") or {}),
+                               (base / weights).resolve() if weights else None)
+    try:
+        height, width = (int(v) for v in _require(data, "input_size", path))
+        low, high = (float(v) for v in _require(data, "depth_range", path))
+        return ModelSpec(
+            name=str(_require(data, "name", path)),
+            onnx=(base / str(_require(data, "onnx", path))).resolve(),
+            sha256=str(_require(data, "sha256", path)).lower(),
+            input_size=(height, width),
+            rgb_mean=tuple(float(v) for v in _require(norm, "mean", path, "rgb_normalization.")),
+            rgb_std=tuple(float(v) for v in _require(norm, "std", path, "rgb_normalization.")),
+            depth_scale=float(_require(data, "depth_scale", path)),
+            depth_range=(low, high),
+            supports_mono=bool(_require(data, "supports_mono", path)),
+            opset=int(_require(data, "opset", path)),
+            rgb_input=str(_require(inputs, "rgb", path, "inputs.")),
+            sparse_input=str(_require(inputs, "sparse", path, "inputs.")),
+            depth_output=str(_require(outputs, "depth", path, "outputs.")),
+            uncertainty_output=(str(outputs["uncertainty"]) if outputs.get("uncertainty")
+                                else None),
+            units=str(_require(data, "units", path)),
+            torch=torch_spec,
+            path=path,
+        )
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ModelSpecError):
+            raise
+        raise ModelSpecError(f"{path}: malformed value: {error}") from error
+
+
+def load_spec(path, *, verify: bool = True) -> ModelSpec:
+    """Shorthand for :meth:`ModelSpec.load`."""
+    return ModelSpec.load(path, verify=verify)
+
+
+def write_spec(path, *, name: str, onnx, input_size, depth_scale: float, depth_range,
+               supports_mono: bool, rgb_mean=(123.675, 116.28, 103.53),
+               rgb_std=(58.395, 57.12, 57.375), opset: int = 17, rgb_input: str = "rgb",
+               sparse_input: str = "sparse", depth_output: str = "depth",
+               uncertainty_output: str | None = None, torch_factory: str | None = None,
+               torch_kwargs: dict | None = None, torch_weights=None) -> ModelSpec:
+    """Write a spec YAML for an existing ONNX file (its sha256 computed here) and return it.
+
+    ``onnx`` and ``torch_weights`` are paths (absolute, or relative to the current directory);
+    the YAML stores them relative to its own directory. ``input_size`` is (height, width).
+    The default normalisation is the ImageNet mean/std on the 0-255 scale.
+    """
+    onnx = Path(onnx).expanduser().resolve()
+    if not onnx.is_file():
+        raise ModelSpecError(f"ONNX file {onnx} does not exist")
+    torch_spec = None
+    if torch_factory is not None:
+        weights = Path(torch_weights).expanduser().resolve() if torch_weights else None
+        torch_spec = TorchSpec(torch_factory, dict(torch_kwargs or {}), weights)
+    spec = ModelSpec(name=name, onnx=onnx, sha256=sha256_file(onnx),
+                     input_size=tuple(int(v) for v in input_size),
+                     rgb_mean=tuple(float(v) for v in rgb_mean),
+                     rgb_std=tuple(float(v) for v in rgb_std),
+                     depth_scale=float(depth_scale),
+                     depth_range=tuple(float(v) for v in depth_range),
+                     supports_mono=bool(supports_mono), opset=int(opset), rgb_input=rgb_input,
+                     sparse_input=sparse_input, depth_output=depth_output,
+                     uncertainty_output=uncertainty_output, torch=torch_spec)
+    return spec.save(path)
