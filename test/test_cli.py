@@ -107,3 +107,27 @@ def test_object_calibration_sweep(frame):
                  "--points", str(frame / "wall.bin"), "--calib", str(frame / "calib.txt"),
                  "--out", str(frame / "d.png")]) == 0
     np.testing.assert_allclose(read_kitti_depth(frame / "d.png"), 10.0, atol=1 / 256)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "auto", "torch"])
+def test_complete_with_a_model_spec(frame, tmp_path, monkeypatch, backend):
+    from test_runtime import _write, make_tiny_net  # the tiny network the runtime tests build
+
+    from dmd3c_ros.runtime.factory import create_backend
+    monkeypatch.setattr("dmd3c_ros.runtime.factory.tensorrt_available", lambda: False)
+    spec = _write(tmp_path / "model", make_tiny_net())
+    report = tmp_path / "m.json"
+    assert main(["complete", "--backend", backend, "--model", str(spec.path),
+                 "--image", str(frame / "rgb.png"), "--sparse", str(frame / "sparse.png"),
+                 "--out", str(tmp_path / "d.png"), "--json", str(report)]) == 0
+    expected = create_backend("onnxruntime", spec).infer(read_rgb(frame / "rgb.png"),
+                                                         read_kitti_depth(frame / "sparse.png"))
+    np.testing.assert_allclose(read_kitti_depth(tmp_path / "d.png"),
+                               np.nan_to_num(expected.depth), atol=1 / 256)
+    assert json.loads(report.read_text())["backend"] == ("onnxruntime" if backend == "auto"
+                                                         else backend)
+    # No LiDAR argument: mono mode, which this model supports.
+    assert main(["complete", "--backend", backend, "--model", str(spec.path), "--image",
+                 str(frame / "rgb.png"), "--out", str(tmp_path / "m.png"), "--json",
+                 str(report)]) == 0
+    assert json.loads(report.read_text())["mode"] == "mono"
