@@ -14,6 +14,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py") + glob("launch/*.yaml")
          + glob("launch/*.xml")),
+        (f"share/{PACKAGE}/config", glob("config/*.xml") + glob("config/*.yaml")),
         (f"share/{PACKAGE}/models", glob("models/*.onnx") + glob("models/*.yaml")
          + glob("models/*.md")),
     ],
@@ -31,6 +32,7 @@ setup(
     entry_points={
         "console_scripts": [
             "dmd3c = dmd3c_ros.cli:main",
+            "completion_node = dmd3c_ros.ros.completion_node:main",
         ],
     },
 )

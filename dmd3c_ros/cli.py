@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch", "classical")
+from .core.config import BACKENDS, PRECISIONS
+
 
 
 def _add_complete(subparsers) -> None:
@@ -25,7 +26,7 @@ def _add_complete(subparsers) -> None:
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="inference backend (auto: TensorRT with a GPU, else ONNX Runtime)")
     p.add_argument("--model", help="model spec YAML (default: the shipped student)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--engine-cache-dir", help="TensorRT engine cache folder")
     p.add_argument("--out", required=True, help="output depth, KITTI uint16 PNG (metres x 256)")
     p.add_argument("--out-colorized", help="also write a colourized depth PNG")

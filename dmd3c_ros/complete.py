@@ -14,9 +14,8 @@ from .core.calibration import load_kitti_calibration
 from .core.io import InputFileError, read_kitti_depth, read_kitti_velodyne, read_rgb
 from .core.metrics import depth_metrics
 from .core.projection import project_to_depth
-from .paths import default_model_spec
 from .runtime.base import Prediction
-from .runtime.factory import NETWORK_BACKENDS, create_backend
+from .runtime.factory import create_backend
 
 
 @dataclass
@@ -63,17 +62,6 @@ def load_sparse(image_size: tuple[int, int], sparse_png: str | Path | None = Non
     return None
 
 
-def resolve_model(backend: str, model: str | Path | None) -> str | Path | None:
-    """The model spec a backend needs: the given one, else the shipped student, else an error."""
-    if model is not None or backend not in ("auto",) + NETWORK_BACKENDS:
-        return model
-    shipped = default_model_spec()
-    if shipped is None:
-        raise ValueError(f"backend '{backend}' needs a model spec YAML (--model) and this version "
-                         "ships no default student yet; use --backend classical")
-    return shipped
-
-
 def complete_frame(image: str | Path, *, sparse_png=None, points_bin=None, calib=None,
                    ground_truth=None, backend: str = "auto", model=None,
                    precision: str = "fp32", engine_cache_dir=None, camera_index: int = 2,
@@ -86,7 +74,7 @@ def complete_frame(image: str | Path, *, sparse_png=None, points_bin=None, calib
     if gt is not None and gt.shape != rgb.shape[:2]:
         raise InputFileError(f"{ground_truth}: ground truth {gt.shape[1]}x{gt.shape[0]} does not "
                              f"match the {image_size[0]}x{image_size[1]} image")
-    runner = create_backend(backend, resolve_model(backend, model), precision=precision,
+    runner = create_backend(backend, model, precision=precision,
                             engine_cache_dir=engine_cache_dir)
     sparse_pixels = 0 if sparse is None else int(np.count_nonzero(sparse > 0))
     mono = sparse_pixels == 0

@@ -28,3 +28,8 @@ def default_model_spec() -> Path | None:
     """The shipped student's model spec YAML, or None when the package ships none."""
     path = share_dir() / "models" / DEFAULT_MODEL_SPEC
     return path if path.is_file() else None
+
+
+def fastdds_profile() -> Path:
+    """The shipped Fast DDS profile for large images between processes (config/)."""
+    return share_dir() / "config" / "fastdds_large_data.xml"

@@ -63,6 +63,20 @@ def rigid_transform(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return T
 
 
+def transform_from_quaternion(translation, quaternion_xyzw) -> np.ndarray:
+    """(4, 4) float64 transform from a translation (x, y, z) and a unit quaternion (x, y, z, w),
+    as in geometry_msgs/Transform. The quaternion is normalised; a zero one is an error."""
+    x, y, z, w = (float(q) for q in quaternion_xyzw)
+    norm = np.sqrt(x * x + y * y + z * z + w * w)
+    if not np.isfinite(norm) or norm < 1e-9:
+        raise CalibrationError(f"quaternion {quaternion_xyzw} is not a rotation")
+    x, y, z, w = x / norm, y / norm, z / norm, w / norm
+    R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                  [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                  [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    return rigid_transform(R, translation)
+
+
 def _read_text(path: Path) -> str:
     if not path.is_file():
         raise CalibrationError(f"{path}: no such calibration file")

@@ -10,13 +10,14 @@ import importlib
 import inspect
 import logging
 
+from dmd3c_ros.core.config import BACKENDS as BACKEND_NAMES
+from dmd3c_ros.core.config import PRECISIONS
+from dmd3c_ros.paths import default_model_spec
 from dmd3c_ros.runtime.base import Backend
 from dmd3c_ros.runtime.spec import ModelSpec, ModelSpecError, load_spec
 
 LOG = logging.getLogger(__name__)
-BACKEND_NAMES = ("auto", "tensorrt", "onnxruntime", "torch", "classical")
 NETWORK_BACKENDS = ("tensorrt", "onnxruntime", "torch")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def tensorrt_installed() -> bool:
@@ -105,8 +106,8 @@ def create_backend(name: str = "auto", spec: ModelSpec | str | None = None,
 
     Args:
         name: auto, tensorrt, onnxruntime, torch or classical.
-        spec: a ModelSpec or the path of a model spec YAML; required by the network backends
-            (tensorrt, onnxruntime, torch), ignored by classical.
+        spec: a ModelSpec or the path of a model spec YAML for the network backends (tensorrt,
+            onnxruntime, torch); None or "" = the shipped student. Ignored by classical.
         precision: fp32, fp16 or int8; only TensorRT uses it (the others compute in fp32).
         engine_cache_dir: TensorRT engine cache folder; None = the default cache.
         **options: passed to the backend's constructor (e.g. ``intra_op_threads`` for
@@ -122,14 +123,16 @@ def create_backend(name: str = "auto", spec: ModelSpec | str | None = None,
         raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     resolved = resolve_backend_name(name)
     if resolved in NETWORK_BACKENDS:
+        spec = spec or default_model_spec()
         if spec is None:
             raise ModelSpecError(f"backend '{resolved}' needs a model spec YAML (--model, or the "
-                                 "'model' parameter) and none was given; backend 'classical' "
-                                 "needs none")
+                                 "'model' parameter) and this version ships no default student; "
+                                 "backend 'classical' needs none")
         if not isinstance(spec, ModelSpec):
             spec = load_spec(spec)
     if resolved != "tensorrt" and precision != "fp32":
-        LOG.warning("precision %s applies only to TensorRT; backend '%s' runs in fp32",
+        # Expected with auto on a machine without a GPU; a surprise when asked for by name.
+        (LOG.info if str(name).strip().lower() == "auto" else LOG.warning)("precision %s applies only to TensorRT; backend '%s' runs in fp32",
                     precision, resolved)
     if options and str(name).strip().lower() == "auto":
         options = _accepted(resolved, options)

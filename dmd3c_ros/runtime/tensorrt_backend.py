@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dmd3c_ros.core.config import PRECISIONS
 from dmd3c_ros.runtime.base import BackendError, BackendUnavailableError
 from dmd3c_ros.runtime.network import NetworkBackend
 from dmd3c_ros.runtime.spec import ModelSpec, sha256_file
 
 LOG = logging.getLogger(__name__)
-PRECISIONS = ("fp32", "fp16", "int8")
 _TRT_LOGGER = None
 
 

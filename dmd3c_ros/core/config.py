@@ -1,0 +1,105 @@
+"""Configuration of the completion pipeline, validated in one place (pure Python + numpy).
+
+The node's ROS parameters map one-to-one onto ``CompletionConfig`` fields; a bad value raises
+``ConfigError`` naming the parameter, the value and what is allowed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch", "classical")
+PRECISIONS = ("fp16", "fp32", "int8")
+RELIABILITIES = ("reliable", "best_effort")
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of its allowed range or malformed."""
+
+
+def parse_extrinsic(values, name: str = "lidar_to_camera") -> np.ndarray | None:
+    """16 numbers (row-major 4x4 rigid transform, metres) -> (4, 4) float64; empty -> None.
+
+    The last row must be [0, 0, 0, 1] and the rotation orthonormal: a column-major or transposed
+    matrix is caught here rather than projecting the sweep somewhere wrong.
+    """
+    if values is None or len(values) == 0:
+        return None
+    try:
+        matrix = np.array([float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{name} must be 16 numbers, got {list(values)!r}") from error
+    if matrix.size != 16:
+        raise ConfigError(f"{name} must be 16 numbers (row-major 4x4), got {matrix.size}")
+    if not np.all(np.isfinite(matrix)):
+        raise ConfigError(f"{name} contains NaN or inf: {matrix.tolist()}")
+    matrix = matrix.reshape(4, 4)
+    if not np.allclose(matrix[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
+        raise ConfigError(f"{name} last row must be [0, 0, 0, 1] (row-major 4x4 rigid transform), "
+                          f"got {matrix[3].tolist()}: is it column-major?")
+    rotation = matrix[:3, :3]
+    if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-3) or np.linalg.det(rotation) < 0:
+        raise ConfigError(f"{name} rotation part is not a rotation (orthonormal, det +1): "
+                          f"{rotation.tolist()}")
+    return matrix
+
+
+@dataclass(frozen=True)
+class CompletionConfig:
+    """Settings of one completion node (units: seconds and metres)."""
+
+    model: str = ""                 # model spec YAML; "" = the shipped student
+    backend: str = "auto"
+    precision: str = "fp16"
+    engine_cache_dir: str = ""      # "" = ~/.cache/dmd3c_ros/engines
+    lidar_to_camera: tuple = ()     # 16 numbers, row-major 4x4; () = from TF
+    sync_slop: float = 0.05         # s
+    queue_size: int = 10
+    max_depth: float = 100.0        # m
+    min_depth: float = 0.1          # m
+    publish_points: bool = False
+    publish_colorized: bool = False
+    qos_reliability: str = "reliable"
+    lidar_timeout: float = 0.5      # s without a sweep before mono mode
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, name: str, allowed: str) -> None:
+            if not ok:
+                raise ConfigError(f"parameter '{name}' = {getattr(self, name)!r}: {allowed}")
+        need(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}")
+        need(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
+        need(self.qos_reliability in RELIABILITIES, "qos_reliability",
+             f"must be one of {', '.join(RELIABILITIES)}")
+        need(0.0 < self.sync_slop <= 1.0, "sync_slop", "must be in (0, 1] seconds")
+        need(1 <= self.queue_size <= 1000, "queue_size", "must be in [1, 1000]")
+        need(0.0 <= self.min_depth < self.max_depth, "min_depth",
+             f"must be >= 0 and below max_depth ({self.max_depth})")
+        need(0.0 < self.max_depth <= 1000.0, "max_depth", "must be in (0, 1000] metres")
+        need(self.lidar_timeout > 0.0, "lidar_timeout", "must be > 0 seconds")
+        parse_extrinsic(self.lidar_to_camera)
+
+    @property
+    def extrinsic(self) -> np.ndarray | None:
+        """lidar_to_camera as a (4, 4) float64 matrix, or None (use TF)."""
+        return parse_extrinsic(self.lidar_to_camera)
+
+    @classmethod
+    def from_mapping(cls, values: dict) -> "CompletionConfig":
+        """Build from a {parameter: value} mapping (unknown keys are an error)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {unknown}; known: {sorted(known)}")
+        clean = dict(values)
+        for f in fields(cls):
+            if f.name not in clean:
+                continue
+            value, kind = clean[f.name], type(f.default)
+            if f.name == "lidar_to_camera":
+                clean[f.name] = tuple(value) if value is not None else ()
+            elif kind is float and isinstance(value, int) and not isinstance(value, bool):
+                clean[f.name] = float(value)  # 80 means 80.0
+            elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ConfigError(f"parameter '{f.name}' = {value!r} must be a {kind.__name__}")
+        return cls(**clean)

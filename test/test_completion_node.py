@@ -1,0 +1,257 @@
+"""The completion node through a real rclpy graph, in this process (the node's own process is
+covered by test_node_process.py)."""
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from dmd3c_ros.core.camera import PinholeCamera
+from dmd3c_ros.ros.adapters import (array_to_image, camera_to_camera_info, depth_image_to_metres,
+                                    image_to_array, xyz_to_pointcloud2)
+from dmd3c_ros.ros.completion_node import CompletionNode, StartupError
+from dmd3c_ros.ros.graph import free_domain_id
+from dmd3c_ros.runtime.base import Backend, Prediction
+
+CAM = PinholeCamera.from_intrinsics(60.0, 60.0, 40.0, 30.0, 80, 60)
+LIDAR_TO_CAMERA = [float(v) for v in (0, -1, 0, 0, 0, 0, -1, 0, 1, 0, 0, 0, 0, 0, 0, 1)]  # x fwd -> z fwd
+WALL_M = 12.0
+
+
+def wall_points(count=4000):
+    rng = np.random.default_rng(0)
+    return np.stack([np.full(count, WALL_M), rng.uniform(-9, 9, count),
+                     rng.uniform(-7, 7, count)], axis=1).astype(np.float32)
+
+
+class ConstantMono(Backend):
+    """Runs with or without LiDAR; 5 m everywhere."""
+    name = "constant"
+    supports_mono = True
+
+    def _infer(self, rgb, sparse):
+        return Prediction(np.full(rgb.shape[:2], 5.0, np.float32))
+
+
+class Slow(Backend):
+    name = "slow"
+    supports_mono = True
+
+    def _infer(self, rgb, sparse):
+        time.sleep(0.25)
+        return Prediction(np.full(rgb.shape[:2], 5.0, np.float32))
+
+
+class Harness(Node):
+    """Publishes frames to the node and records what it publishes."""
+
+    def __init__(self, context):
+        super().__init__("harness", context=context)
+        self.pub_image = self.create_publisher(Image, "image", qos_profile_sensor_data)
+        self.pub_info = self.create_publisher(CameraInfo, "camera_info", qos_profile_sensor_data)
+        self.pub_points = self.create_publisher(PointCloud2, "points", qos_profile_sensor_data)
+        self.depth, self.info, self.diag, self.colorized, self.clouds = [], [], [], [], []
+        self.create_subscription(Image, "depth", self.depth.append, 10)
+        self.create_subscription(CameraInfo, "depth/camera_info", self.info.append, 10)
+        self.create_subscription(Image, "depth/colorized", self.colorized.append, 10)
+        self.create_subscription(PointCloud2, "depth/points", self.clouds.append, 10)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self.diag.append, 10)
+        self.points = wall_points()
+        self.sent = 0
+
+    def send(self, camera=CAM, lidar=True, points=None):
+        """One frame stamped now (the sweep 10 ms later); returns the image header stamp."""
+        stamp = self.get_clock().now()
+        self.sent += 1
+        header = Image().header
+        header.stamp, header.frame_id = stamp.to_msg(), "camera_optical"
+        rgb = np.full((60, 80, 3), 100, np.uint8)
+        self.pub_image.publish(array_to_image(rgb, "rgb8", header))
+        self.pub_info.publish(camera_to_camera_info(camera, header) if camera is not None
+                              else CameraInfo(header=header, width=80, height=60))
+        if lidar:
+            lidar_header = Image().header
+            lidar_header.stamp = (stamp + rclpy.duration.Duration(seconds=0.01)).to_msg()
+            lidar_header.frame_id = "lidar"
+            cloud = self.points if points is None else points
+            self.pub_points.publish(xyz_to_pointcloud2(cloud, lidar_header))
+        return header.stamp
+
+
+@pytest.fixture
+def graph(monkeypatch):
+    """A private rclpy context with an executor spinning in the background."""
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(free_domain_id()))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    nodes = []
+
+    def start(inject=None, **parameters):
+        parameters.setdefault("lidar_to_camera", LIDAR_TO_CAMERA)
+        parameters.setdefault("backend", "classical")
+        overrides = [Parameter(k, value=v) for k, v in parameters.items()]
+        node = CompletionNode(backend=inject, context=context, parameter_overrides=overrides)
+        harness = Harness(context)
+        for n in (node, harness):
+            executor.add_node(n)
+            nodes.append(n)
+        wait_until(lambda: harness.count_subscribers("image") >= 1
+                   and harness.count_publishers("depth") >= 1, 10.0)
+        time.sleep(0.3)  # let discovery settle both ways
+        return node, harness
+
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    yield start, context
+    executor.shutdown(timeout_sec=2.0)
+    for node in nodes:
+        node.destroy_node()
+    rclpy.shutdown(context=context)
+    spinner.join(timeout=5.0)
+
+
+def wait_until(condition, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def last_status(harness):
+    return harness.diag[-1].status[0] if harness.diag else None
+
+
+def values(status):
+    return {kv.key: kv.value for kv in status.values}
+
+
+def test_depth_for_synchronized_frames(graph):
+    start, _ = graph
+    node, harness = start()
+    stamps = []
+    for _ in range(3):
+        stamps.append(harness.send())
+        time.sleep(0.15)
+    assert wait_until(lambda: len(harness.depth) == 3 and len(harness.info) == 3)
+    for stamp, depth, info in zip(stamps, harness.depth, harness.info):
+        assert depth.header.stamp == stamp and depth.header.frame_id == "camera_optical"
+        assert info.header == depth.header
+        assert (depth.encoding, depth.width, depth.height) == ("32FC1", 80, 60)
+        metres = depth_image_to_metres(depth)
+        np.testing.assert_allclose(metres[np.isfinite(metres)], WALL_M, atol=1e-3)
+        np.testing.assert_allclose(np.reshape(info.k, (3, 3)), CAM.K)
+    assert wait_until(lambda: harness.diag and values(last_status(harness))["mode"] == "completion")
+    status = last_status(harness)
+    assert status.level == b"\x00" and values(status)["backend"] == "classical"
+    assert float(values(status)["latency_p50_ms"]) > 0
+
+
+def test_bad_camera_info_is_reported_and_the_next_good_frame_answered(graph):
+    start, _ = graph
+    node, harness = start()
+    harness.send(camera=None)  # all-zero K: uncalibrated
+    assert wait_until(lambda: any(f.kind == "bad_input" for f in node.faults.active()), 5.0)
+    assert "CameraInfo.k" in node.faults.active()[0].message
+    assert wait_until(lambda: harness.diag and last_status(harness).level == b"\x02", 5.0)
+    assert not harness.depth
+    good = harness.send()
+    assert wait_until(lambda: harness.depth and harness.depth[-1].header.stamp == good)
+
+
+def test_a_slow_backend_drops_old_frames_instead_of_queueing(graph):
+    start, _ = graph
+    node, harness = start(inject=Slow())
+    for _ in range(12):
+        last = harness.send()
+        time.sleep(0.04)
+    assert wait_until(lambda: harness.depth and harness.depth[-1].header.stamp == last, 10.0)
+    time.sleep(0.5)
+    assert node.slot.dropped >= 1
+    assert len(harness.depth) + node.slot.dropped == node.slot.put_count
+    assert len(harness.depth) < harness.sent  # the newest frame won; old ones never queued
+
+
+def test_mono_fallback_and_recovery(graph):
+    start, _ = graph
+    node, harness = start(inject=ConstantMono(), lidar_timeout=0.3)
+    harness.send()
+    assert wait_until(lambda: len(harness.depth) == 1)
+    assert node.status_values()["mode"] == "completion"
+    for _ in range(8):  # LiDAR stops: camera only for 0.8 s
+        last = harness.send(lidar=False)
+        time.sleep(0.1)
+    assert wait_until(lambda: harness.depth[-1].header.stamp == last)
+    assert node.status_values()["mode"] == "mono"
+    back = harness.send()  # LiDAR returns
+    assert wait_until(lambda: harness.depth[-1].header.stamp == back)
+    assert node.status_values()["mode"] == "completion"
+
+
+def test_classical_stops_without_lidar_and_says_so(graph):
+    start, _ = graph
+    node, harness = start(lidar_timeout=0.3)
+    for _ in range(8):
+        harness.send(lidar=False)
+        time.sleep(0.1)
+    assert wait_until(lambda: any(f.kind == "no_lidar" for f in node.faults.active()), 3.0)
+    assert not harness.depth
+    assert wait_until(lambda: harness.diag and "no LiDAR" in last_status(harness).message, 3.0)
+    assert last_status(harness).level == b"\x01"
+    back = harness.send()
+    assert wait_until(lambda: harness.depth and harness.depth[-1].header.stamp == back)
+
+
+def test_empty_sweep_with_classical_publishes_nothing_then_recovers(graph):
+    start, _ = graph
+    node, harness = start()
+    harness.send(points=np.zeros((0, 3), np.float32))
+    assert wait_until(lambda: any(f.kind == "no_lidar" for f in node.faults.active()), 3.0)
+    assert not harness.depth
+    good = harness.send()
+    assert wait_until(lambda: harness.depth and harness.depth[-1].header.stamp == good)
+
+
+def test_optional_outputs(graph):
+    start, _ = graph
+    node, harness = start(publish_points=True, publish_colorized=True)
+    harness.send()
+    assert wait_until(lambda: harness.colorized and harness.clouds)
+    color = harness.colorized[0]
+    assert color.encoding == "rgb8" and image_to_array(color).shape == (60, 80, 3)
+    cloud = harness.clouds[0]
+    assert cloud.header == harness.depth[0].header and cloud.width > 1000
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"backend": "gpu"}, "backend"),
+    ({"max_depth": -3.0}, "max_depth"),
+    ({"lidar_to_camera": [1.0, 2.0, 3.0]}, "lidar_to_camera"),
+    ({"backend": "onnxruntime"}, "model"),
+])
+def test_startup_errors_name_the_problem(graph, parameters, message):
+    start, _ = graph
+    with pytest.raises(StartupError, match=message):
+        start(**parameters)
+
+
+def test_empty_extrinsic_needs_tf(graph):
+    pytest.importorskip("rclpy")
+    try:
+        import tf2_ros  # noqa: F401
+        pytest.skip("tf2_ros is installed here: the extrinsic would come from TF")
+    except ImportError:
+        pass
+    start, _ = graph
+    with pytest.raises(StartupError, match="tf2_ros"):
+        start(lidar_to_camera=[])
