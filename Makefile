@@ -26,13 +26,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest test
 
 demo: $(STAMP)
-	@test -d $(DEMO_FRAME) || { echo "demo: $(DEMO_FRAME) not found (the KITTI sample lives in ../shared/data)"; exit 1; }
-	$(BIN)/dmd3c complete --backend classical \
-		--image $(DEMO_FRAME)/image_02.png \
-		--sparse $(DEMO_FRAME)/velodyne_raw_02.png \
-		--ground-truth $(DEMO_FRAME)/groundtruth_02.png \
-		--out $(DEMO_OUT)/depth.png --out-colorized $(DEMO_OUT)/depth_colorized.png \
-		--repeat 20 --json $(DEMO_OUT)/metrics.json
+	$(BIN)/python -m dmd3c_ros.ros.demo --data $(DEMO_FRAME) --out $(DEMO_OUT)
 
 clean:
 	rm -rf $(VENV) out build install log *.egg-info

@@ -1,4 +1,5 @@
-"""Environment for ROS processes this package starts (demo, tests, live evaluation, benchmarks).
+"""ROS processes this package starts (demo, tests, live evaluation, benchmarks) and their
+environment; ``NodeProcess`` runs the completion node as a child process.
 
 Keeps DDS traffic on this machine (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``), gives each graph
 its own ``ROS_DOMAIN_ID`` so that parallel or leftover processes cannot cross-talk, and loads the
@@ -8,6 +9,14 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
 
 from dmd3c_ros.paths import fastdds_profile
 
@@ -28,3 +37,129 @@ def ros_process_env(domain_id: int | None = None, base: dict | None = None) -> d
         env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(fastdds_profile()))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def setup_process_env(domain_id: int | None = None) -> dict[str, str]:
+    """Set up *this* process for a private, machine-local graph: LOCALHOST discovery, the RMW and
+    the shipped Fast DDS profile, and ROS_DOMAIN_ID when ``domain_id`` is given (otherwise pass
+    the domain to ``rclpy.init``). Call it before the process creates its first ROS participant:
+    Fast DDS reads the profile file only then. Returns the keys set."""
+    env = ros_process_env(0 if domain_id is None else domain_id)
+    keys = ["ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION", "FASTDDS_DEFAULT_PROFILES_FILE"]
+    values = {key: env[key] for key in keys if key in env}
+    if domain_id is not None:
+        values["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
+    os.environ.update(values)
+    return values
+
+
+# ------------------------------------------------------------------------------ node process
+
+class NodeProcessError(RuntimeError):
+    """The completion node process failed to start or died; the text ends with its log tail."""
+
+
+def lidar_to_camera_parameter(transform: np.ndarray) -> list[float]:
+    """A (4, 4) transform as the node's ``lidar_to_camera`` parameter (16 floats, row-major)."""
+    values = np.asarray(transform, dtype=np.float64)
+    if values.size != 16:
+        raise ValueError(f"lidar_to_camera needs 16 values, got {values.size}")
+    return [float(v) for v in values.reshape(-1)]
+
+
+def _param_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)  # always with '.' or 'e': a double, never an integer
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "[" + ", ".join(_param_value(v) for v in value) + "]"
+    return str(value)
+
+
+def ros_args(parameters: Mapping[str, object]) -> list[str]:
+    """``--ros-args -p name:=value ...`` for a parameter dict (None values are left out)."""
+    args = ["--ros-args"]
+    for name, value in parameters.items():
+        if value is not None:
+            args += ["-p", f"{name}:={_param_value(value)}"]
+    return args
+
+
+def node_command() -> list[str]:
+    """The completion node of this interpreter's environment: its console script when installed
+    beside the interpreter, else ``python -m dmd3c_ros.ros.completion_node``."""
+    script = Path(sys.executable).parent / "completion_node"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "dmd3c_ros.ros.completion_node"]
+
+
+class NodeProcess:
+    """The completion node as a child process (its own session, output to a log file).
+
+    ``env`` should come from ``graph.ros_process_env``. Use as a context manager, or call
+    ``start`` and, always, ``stop``.
+    """
+
+    def __init__(self, parameters: Mapping[str, object], env: Mapping[str, str], *,
+                 command: Sequence[str] | None = None, log_path: str | Path | None = None):
+        self.command = list(command or node_command()) + ros_args(parameters)
+        self.env = dict(env)
+        self._log_path = Path(log_path) if log_path is not None else None
+        self._log = None
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._log_path
+
+    def start(self) -> "NodeProcess":
+        if self._log_path is None:
+            handle, name = tempfile.mkstemp(prefix="completion_node_", suffix=".log")
+            os.close(handle)
+            self._log_path = Path(name)
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self._log_path, "wb")
+        self.process = subprocess.Popen(self.command, env=self.env, stdin=subprocess.DEVNULL,
+                                        stdout=self._log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)  # our SIGINT only, not the tty's
+        return self
+
+    def log_tail(self, chars: int = 3000) -> str:
+        if self._log_path is None or not self._log_path.is_file():
+            return ""
+        text = self._log_path.read_bytes()[-chars:].decode("utf-8", "replace")
+        return text.strip()
+
+    def check(self) -> None:
+        """Raise NodeProcessError (with the log tail) when the process has exited."""
+        if self.process is not None and self.process.poll() is not None:
+            raise NodeProcessError(
+                f"the completion node exited with code {self.process.returncode}; "
+                f"command: {' '.join(self.command)}\n--- its output (tail) ---\n{self.log_tail()}")
+
+    def stop(self, timeout_s: float = 5.0) -> int | None:
+        """SIGINT, wait ``timeout_s``, then SIGKILL. Returns the exit code (None if never run)."""
+        process = self.process
+        try:
+            if process is None:
+                return None
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout_s)
+            return process.returncode
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def __enter__(self) -> "NodeProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

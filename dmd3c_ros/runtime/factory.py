@@ -130,7 +130,7 @@ def create_backend(name: str = "auto", spec: ModelSpec | str | None = None,
                                  "backend 'classical' needs none")
         if not isinstance(spec, ModelSpec):
             spec = load_spec(spec)
-    if resolved != "tensorrt" and precision != "fp32":
+    if resolved in ("onnxruntime", "torch") and precision != "fp32":
         # Expected with auto on a machine without a GPU; a surprise when asked for by name.
         (LOG.info if str(name).strip().lower() == "auto" else LOG.warning)("precision %s applies only to TensorRT; backend '%s' runs in fp32",
                     precision, resolved)
