@@ -68,11 +68,41 @@ def _run_complete(args) -> int:
     return 0
 
 
+def _add_calib(subparsers) -> None:
+    p = subparsers.add_parser(
+        "calib", help="print a KITTI calibration as node parameters",
+        description="Print the LiDAR->camera transform of a KITTI calibration as the completion "
+                    "node's lidar_to_camera parameter (row-major 4x4, metres), and the camera.")
+    p.add_argument("--calib", required=True, help="object calib.txt, or the folder of the raw "
+                   "pair calib_cam_to_cam.txt + calib_velo_to_cam.txt")
+    p.add_argument("--camera-index", type=int, default=2, choices=range(4))
+    p.add_argument("--image-size", help="WxH, needed for an object calib.txt (e.g. 1242x375)")
+    p.set_defaults(func=_run_calib)
+
+
+def _run_calib(args) -> int:
+    from .core.calibration import load_kitti_calibration
+    size = None
+    if args.image_size:
+        try:
+            size = tuple(int(v) for v in args.image_size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--image-size must be WxH, got {args.image_size!r}") from None
+    calib = load_kitti_calibration(args.calib, size, args.camera_index)
+    numbers = ", ".join(repr(float(v)) for v in calib.lidar_to_camera.ravel())
+    cam = calib.camera
+    print(f"# camera {args.camera_index}: {cam.width}x{cam.height}, fx {cam.fx:.4f}, "
+          f"fy {cam.fy:.4f}, cx {cam.cx:.4f}, cy {cam.cy:.4f}")
+    print(f'lidar_to_camera:="[{numbers}]"')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmd3c", description="dmd3c_ros: dense metric depth "
                                      "from camera + LiDAR (offline tools)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_complete(subparsers)
+    _add_calib(subparsers)
     return parser
 
 

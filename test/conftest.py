@@ -3,6 +3,13 @@ from pathlib import Path
 
 import pytest
 
+from dmd3c_ros.ros.graph import setup_process_env
+
+# Every ROS participant of the test session stays on this machine and uses the shipped Fast DDS
+# profile (large images between processes). Fast DDS reads the profile once per process, when the
+# first participant is created, hence here, before any test runs. Each test picks its own domain.
+setup_process_env()
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KITTI_DC = SHARED_DATA / "kitti_dc" / "0000000005"
 KITTI_OBJECT = SHARED_DATA / "kitti_object" / "000000"

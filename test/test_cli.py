@@ -131,3 +131,21 @@ def test_complete_with_a_model_spec(frame, tmp_path, monkeypatch, backend):
                  str(frame / "rgb.png"), "--out", str(tmp_path / "m.png"), "--json",
                  str(report)]) == 0
     assert json.loads(report.read_text())["mode"] == "mono"
+
+
+def test_calib_prints_the_node_parameter(kitti_dc, capsys):
+    from dmd3c_ros.core.calibration import load_kitti_calibration
+    from dmd3c_ros.core.config import parse_extrinsic
+    assert main(["calib", "--calib", str(kitti_dc)]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith('lidar_to_camera:="[')
+    values = [float(v) for v in line.split("[")[1].rstrip(']"').split(",")]
+    np.testing.assert_allclose(parse_extrinsic(values),
+                               load_kitti_calibration(kitti_dc).lidar_to_camera)
+
+
+def test_calib_errors(frame, capsys):
+    assert main(["calib", "--calib", str(frame / "calib.txt")]) == 2
+    assert "image size" in capsys.readouterr().err
+    assert main(["calib", "--calib", str(frame / "calib.txt"), "--image-size", "forty"]) == 2
+    assert main(["calib", "--calib", str(frame / "calib.txt"), "--image-size", "40x30"]) == 0

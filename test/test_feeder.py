@@ -17,12 +17,7 @@ from dmd3c_ros.ros.adapters import (array_to_image, camera_info_to_camera, image
                                     pointcloud2_fields, pointcloud2_to_xyz)
 from dmd3c_ros.ros.feeder import KittiFrame, StreamDriver, frame_messages, load_kitti_frame
 from dmd3c_ros.ros.graph import (NodeProcess, NodeProcessError, free_domain_id,
-                                 lidar_to_camera_parameter, ros_args, ros_process_env,
-                                 setup_process_env)
-
-# Fast DDS reads its profile once per process, when the first participant is created: set the
-# environment at collection, before any test of the session creates one.
-setup_process_env()
+                                 lidar_to_camera_parameter, ros_args, ros_process_env)
 
 
 def synthetic_frame(depth_m=10.0, with_gt=True):

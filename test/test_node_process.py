@@ -15,11 +15,7 @@ import rclpy
 
 from dmd3c_ros.ros.feeder import StreamDriver, load_kitti_frame
 from dmd3c_ros.ros.graph import (NodeProcess, free_domain_id, lidar_to_camera_parameter,
-                                 ros_process_env, setup_process_env)
-
-# Fast DDS reads its profile once per process, when the first participant is created: set the
-# environment at collection, before any test of the session creates one.
-setup_process_env()
+                                 ros_process_env)
 
 READY_TIMEOUT_S = 90.0  # node start-up (imports, backend) on a loaded 2-core machine
 SYNC_SLOP_S = 0.05

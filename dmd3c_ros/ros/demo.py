@@ -8,11 +8,13 @@ the node's backend and mode) and writes ``--out``: ``depth.png`` (KITTI uint16),
 (SIGINT, then SIGKILL after 5 s).
 
     python -m dmd3c_ros.ros.demo [--data DIR] [--backend B] [--model YAML] [--seconds S] [--out DIR]
+    python -m dmd3c_ros.ros.demo --no-node   # stream to a node you started yourself
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,7 +27,8 @@ from dmd3c_ros.core.config import BACKENDS
 from dmd3c_ros.core.io import InputFileError, write_kitti_depth, write_rgb
 from dmd3c_ros.ros.feeder import StreamDriver, StreamReport, load_kitti_frame
 from dmd3c_ros.ros.graph import (NodeProcess, NodeProcessError, free_domain_id,
-                                 lidar_to_camera_parameter, ros_process_env, setup_process_env)
+                                 lidar_to_camera_parameter, ros_args, ros_process_env,
+                                 setup_process_env)
 
 PROG = "python -m dmd3c_ros.ros.demo"
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kitti_dc" / \
@@ -45,12 +48,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("out/demo"),
                         help="folder for depth.png, depth_colorized.png, report.json")
     parser.add_argument("--domain-id", type=int, help="ROS domain (default: a random private one)")
+    parser.add_argument("--no-node", action="store_true",
+                        help="start no node: stream to a completion node already running in "
+                             "this shell's ROS graph (ROS_DOMAIN_ID, or --domain-id)")
     parser.add_argument("--ready-timeout", type=float, default=60.0,
                         help="seconds to wait for the node's first answer")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rate <= 0:
         parser.error("--seconds and --rate must be positive")
     return args
+
+
+class RunningNode:
+    """Stands for a node this command did not start (--no-node): nothing to check or stop."""
+
+    def start(self):
+        return self
+
+    def check(self) -> None:
+        pass
+
+    def log_tail(self) -> str:
+        return ""
+
+    def stop(self, timeout_s: float = 0.0):
+        return None
 
 
 def _say(text: str) -> None:
@@ -97,14 +119,21 @@ def main(argv=None) -> int:
         print(f"{PROG}: error: {error} (the KITTI sample lives in ../shared/data; --data DIR)",
               file=sys.stderr)
         return 2
-    domain_id = free_domain_id() if args.domain_id is None else args.domain_id
-    setup_process_env(domain_id)  # before this process creates its first participant
     parameters = {"backend": args.backend, "model": args.model,
                   "lidar_to_camera": lidar_to_camera_parameter(frame.lidar_to_camera)}
-    node = NodeProcess(parameters, ros_process_env(domain_id),
-                       log_path=args.out.resolve() / "completion_node.log")
-    _say(f"starting the completion node (backend {args.backend}, ROS domain {domain_id}, "
-         f"log {node.log_path})")
+    if args.no_node:
+        domain_id = int(os.environ.get("ROS_DOMAIN_ID", "0")) if args.domain_id is None \
+            else args.domain_id
+        node = RunningNode()
+        _say(f"streaming to a completion node already running in ROS domain {domain_id}; "
+             f"it needs {' '.join(ros_args(parameters))}")
+    else:
+        domain_id = free_domain_id() if args.domain_id is None else args.domain_id
+        node = NodeProcess(parameters, ros_process_env(domain_id),
+                           log_path=args.out.resolve() / "completion_node.log")
+        _say(f"starting the completion node (backend {args.backend}, ROS domain {domain_id}, "
+             f"log {node.log_path})")
+    setup_process_env(domain_id)  # before this process creates its first participant
     context = rclpy.Context()
     driver = None
     started = time.monotonic()
@@ -136,8 +165,9 @@ def main(argv=None) -> int:
         if driver is not None:
             driver.close()
         context.try_shutdown()
-        code = node.stop(timeout_s=5.0)
-        _say(f"completion node stopped (exit code {code})")
+        if not args.no_node:
+            code = node.stop(timeout_s=5.0)
+            _say(f"completion node stopped (exit code {code})")
     return 0 if report.frames_answered else 1
 
 
