@@ -104,7 +104,9 @@ def graph(monkeypatch):
         for n in (node, harness):
             executor.add_node(n)
             nodes.append(n)
-        wait_until(lambda: harness.count_subscribers("image") >= 1
+        # Every input matched (best-effort messages sent before a match are simply lost).
+        wait_until(lambda: all(p.get_subscription_count() >= 1 for p in
+                               (harness.pub_image, harness.pub_info, harness.pub_points))
                    and harness.count_publishers("depth") >= 1, 10.0)
         time.sleep(0.3)  # let discovery settle both ways
         return node, harness
