@@ -59,6 +59,12 @@ class FaultLog:
             faults = [f for f in self._faults.values() if now - f.last_seen <= self._active_s]
         return sorted(faults, key=lambda f: -f.level)
 
+    def clear(self) -> None:
+        """Forget every fault (counts included)."""
+        with self._lock:
+            self._faults.clear()
+            self._logged.clear()
+
     def total(self) -> int:
         with self._lock:
             return sum(f.count for f in self._faults.values())
