@@ -129,7 +129,11 @@ def warm_up(node, harness, timeout=20.0):
         assert time.monotonic() < end, "the node never answered a warm-up frame"
         harness.send()
         time.sleep(0.1)
-    time.sleep(0.3)  # answers to the last warm-up frames
+    def settled():  # every warm-up frame published or dropped, none in the worker
+        v = node.status_values()
+        return v["frames_published"] + v["dropped_frames"] >= v["frames_in"]
+    assert wait_until(settled, timeout)
+    time.sleep(0.3)  # the last answers in transit
     harness.depth.clear()
     harness.info.clear()
     harness.colorized.clear()
