@@ -27,3 +27,13 @@ def test_close_wakes_a_waiting_worker():
     slot.close()
     worker.join(timeout=5.0)
     assert not worker.is_alive() and result == [None]
+
+
+def test_superseded_items_are_not_counted_as_drops():
+    slot = LatestSlot()
+    slot.put(("mono", 1))
+    slot.put(("lidar", 1), superseded=lambda old: old == ("mono", 1))
+    assert slot.dropped == 0 and slot.get(timeout=0) == ("lidar", 1)
+    slot.put(("mono", 2))
+    slot.put(("lidar", 3), superseded=lambda old: old == ("mono", 3))
+    assert slot.dropped == 1

@@ -87,6 +87,7 @@ class CompletionNode(Node):
         self._last_sweep: float | None = None
         self._mode = "waiting"
         self._published = 0
+        self._last_stamp: int | None = None
         self._published_at_last_diag = 0
         self._last_diag = time.monotonic()
         self._lock = threading.Lock()
@@ -160,7 +161,11 @@ class CompletionNode(Node):
         return 0.0 if since is None else time.monotonic() - since
 
     def _on_frame(self, image: Image, info: CameraInfo, points: PointCloud2) -> None:
-        self.slot.put(Frame(image, info, points, self._arrival(image)))
+        stamp = _stamp_ns(image)
+        # A camera-only frame of this very image (queued while its sweep was on the way) is
+        # superseded, not dropped.
+        self.slot.put(Frame(image, info, points, self._arrival(image)),
+                      superseded=lambda old: old.points is None and _stamp_ns(old.image) == stamp)
 
     def _on_camera(self, image: Image, info: CameraInfo) -> None:
         if self.lidar_age() <= self.config.lidar_timeout:
@@ -177,6 +182,12 @@ class CompletionNode(Node):
     def _work(self) -> None:
         while not self._stop.is_set():
             frame = self.slot.get(timeout=0.1)
+            if frame is not None and frame.points is None:
+                # Camera-only frames wait out the sync slop (plus transport) for a sweep that
+                # would make them a completion frame; whatever arrives meanwhile replaces them.
+                grace = self.config.sync_slop + 0.1 - (time.monotonic() - frame.received)
+                if grace > 0:
+                    frame = self.slot.get(timeout=grace) or frame
             if frame is not None:
                 self._process(frame)
 
@@ -221,6 +232,10 @@ class CompletionNode(Node):
 
     def _publish(self, frame: Frame, camera, result) -> None:
         header = frame.image.header
+        stamp = _stamp_ns(frame.image)
+        if stamp == self._last_stamp:
+            return  # this image was answered already (camera-only, before its sweep came)
+        self._last_stamp = stamp
         self.pub_depth.publish(array_to_image(result.depth, "32FC1", header))
         self.pub_info.publish(camera_to_camera_info(camera, header))
         if self.pub_sigma is not None and result.uncertainty is not None:

@@ -6,7 +6,7 @@ for is dropped (and counted), never queued behind, so latency cannot build up.
 from __future__ import annotations
 
 import threading
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -19,11 +19,15 @@ class LatestSlot(Generic[T]):
         self.dropped = 0   # items replaced before the worker took them
         self.put_count = 0
 
-    def put(self, item: T) -> bool:
-        """Store ``item``; returns True when it replaced one the worker never took."""
+    def put(self, item: T, superseded: Callable[[T], bool] | None = None) -> bool:
+        """Store ``item``; returns True when it replaced one the worker never took.
+
+        A replaced item for which ``superseded(old)`` is true was made obsolete by ``item`` (not
+        a frame lost for lack of time) and is not counted in ``dropped``.
+        """
         with self._cond:
             replaced = self._item is not None
-            if replaced:
+            if replaced and not (superseded is not None and superseded(self._item)):
                 self.dropped += 1
             self._item = item
             self.put_count += 1
