@@ -81,3 +81,21 @@ def test_real_raw_calibration(kitti_dc):
     assert calib.camera.fx == pytest.approx(721.5377)
     assert (calib.camera.cx, calib.camera.cy) == pytest.approx((609.5593, 172.854))
     assert calib.camera.size == (1242, 375)
+
+
+def test_quaternion_round_trip():
+    from dmd3c_ros.core.calibration import quaternion_from_rotation, transform_from_quaternion
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        q = rng.normal(size=4)
+        q /= np.linalg.norm(q)
+        R = transform_from_quaternion((0, 0, 0), q)[:3, :3]
+        back = transform_from_quaternion((0, 0, 0), quaternion_from_rotation(R))[:3, :3]
+        np.testing.assert_allclose(back, R, atol=1e-9)
+    # 180-degree rotations, where naive formulas lose signs
+    for axis in ([0, 0, 1], [1, 0, 0], [1, -1, 0], [0, 1, -1], [1, 1, 1]):
+        axis = np.array(axis, float) / np.linalg.norm(axis)
+        R = 2 * np.outer(axis, axis) - np.eye(3)
+        np.testing.assert_allclose(
+            transform_from_quaternion((0, 0, 0), quaternion_from_rotation(R))[:3, :3], R,
+            atol=1e-9)

@@ -77,6 +77,33 @@ def transform_from_quaternion(translation, quaternion_xyzw) -> np.ndarray:
     return rigid_transform(R, translation)
 
 
+def quaternion_from_rotation(rotation) -> tuple[float, float, float, float]:
+    """(3, 3) rotation matrix -> unit quaternion (x, y, z, w), the inverse of the above.
+
+    Shepperd's method: start from the largest of w, x, y, z so that no division is by a small
+    number (also exact for 180-degree rotations)."""
+    m = np.asarray(rotation, dtype=np.float64)
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    if trace >= max(m[0, 0], m[1, 1], m[2, 2]):
+        w = np.sqrt(1.0 + trace) / 2
+        x, y, z = (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), \
+            (m[1, 0] - m[0, 1]) / (4 * w)
+    elif m[0, 0] >= m[1, 1] and m[0, 0] >= m[2, 2]:
+        x = np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2]) / 2
+        w, y, z = (m[2, 1] - m[1, 2]) / (4 * x), (m[0, 1] + m[1, 0]) / (4 * x), \
+            (m[0, 2] + m[2, 0]) / (4 * x)
+    elif m[1, 1] >= m[2, 2]:
+        y = np.sqrt(1.0 - m[0, 0] + m[1, 1] - m[2, 2]) / 2
+        w, x, z = (m[0, 2] - m[2, 0]) / (4 * y), (m[0, 1] + m[1, 0]) / (4 * y), \
+            (m[1, 2] + m[2, 1]) / (4 * y)
+    else:
+        z = np.sqrt(1.0 - m[0, 0] - m[1, 1] + m[2, 2]) / 2
+        w, x, y = (m[1, 0] - m[0, 1]) / (4 * z), (m[0, 2] + m[2, 0]) / (4 * z), \
+            (m[1, 2] + m[2, 1]) / (4 * z)
+    norm = np.sqrt(x * x + y * y + z * z + w * w)
+    return float(x / norm), float(y / norm), float(z / norm), float(w / norm)
+
+
 def _read_text(path: Path) -> str:
     if not path.is_file():
         raise CalibrationError(f"{path}: no such calibration file")
