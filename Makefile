@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 SHARED ?= ../shared
 DEMO_FRAME := $(SHARED)/data/kitti_dc/0000000005
 DEMO_OUT := out/demo
+SIM_DEMO := out/sim_demo
 # Tests keep all DDS traffic on this machine (DESIGN.md).
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 
@@ -25,8 +26,16 @@ $(STAMP): requirements.txt setup.py
 test: $(STAMP)
 	$(BIN)/python -m pytest test
 
+# The real KITTI sample when ../shared/data is there; otherwise a synthetic frame made here, so
+# that the demo works on any machine.
 demo: $(STAMP)
-	$(BIN)/python -m dmd3c_ros.ros.demo --data $(DEMO_FRAME) --out $(DEMO_OUT)
+	@if [ -d $(DEMO_FRAME) ]; then \
+		$(BIN)/python -m dmd3c_ros.ros.demo --data $(DEMO_FRAME) --out $(DEMO_OUT); \
+	else \
+		echo "$(DEMO_FRAME) not found: simulating a synthetic KITTI-like frame instead"; \
+		rm -rf $(SIM_DEMO) && $(BIN)/dmd3c sim --frames 1 --seed 0 --format kitti-sample --out $(SIM_DEMO) && \
+		$(BIN)/python -m dmd3c_ros.ros.demo --data $(SIM_DEMO)/0000000000 --out $(DEMO_OUT); \
+	fi
 
 clean:
 	rm -rf $(VENV) out build install log *.egg-info

@@ -63,6 +63,6 @@ def simulate_drive(seed: int, frames: int, rig: Rig, lidar: str = "hdl64", *,
                                        rng)
             cameras.append(CameraFrame(mount, rgb, depth, stamp + 0.008 * k))
         points = simulate_lidar(world.caster(), model, world_from_base @ rig.base_from_lidar, rng,
-                                reflectivity=world.reflectivity)
+                                reflectivity=world.reflectivity, normals=world.normals())
         lidar_stamp = stamp - rng.uniform(0.010, 0.030)
         yield SimFrame(index, t, lidar_stamp, points, cameras, world_from_base)
