@@ -152,3 +152,13 @@ def test_bag_messages_deserialise_as_ros2_messages(tmp_path):
                 from dmd3c_ros.ros.adapters import depth_image_to_metres
                 assert np.nanmax(depth_image_to_metres(msg)) > 10.0
     assert seen == set(types)
+
+
+def test_command_line_choices_match_the_simulator():
+    from dmd3c_ros import cli
+    from dmd3c_ros.training.sim.lidar import LIDAR_MODELS
+    from dmd3c_ros.training.sim.rig import RIGS
+    from dmd3c_ros.training.sim.run import FORMATS
+    assert cli.SIM_FORMATS == FORMATS
+    assert set(cli.SIM_LIDARS) == set(LIDAR_MODELS)
+    assert cli.SIM_RIGS == RIGS
