@@ -32,6 +32,23 @@ def project_to_depth(points: np.ndarray, camera: PinholeCamera,
         (H, W) float32 depth along the optical axis in metres, 0 = no return. Where several points
         land on one pixel the nearest wins (z-buffer), as a real range sensor would see it.
     """
+    visible, u, v, depth = project_points(points, camera, lidar_to_camera, min_depth=min_depth,
+                                          max_depth=max_depth)
+    flat = v[visible] * camera.width + u[visible]
+    return _zbuffer(flat, depth[visible], camera.height, camera.width)
+
+
+def project_points(points: np.ndarray, camera: PinholeCamera,
+                   lidar_to_camera: np.ndarray | None = None, *, min_depth: float = 0.1,
+                   max_depth: float = np.inf
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The pixel each point lands on (arguments as for ``project_to_depth``).
+
+    Returns:
+        visible: (N,) bool, finite, within [min_depth, max_depth] and inside the image;
+        u, v: (N,) int64 column and row (nearest pixel centre; meaningless where not visible);
+        depth: (N,) float64 metres along the optical axis.
+    """
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] < 3:
         raise ValueError(f"points must be (N, >=3), got shape {points.shape}")
@@ -39,14 +56,15 @@ def project_to_depth(points: np.ndarray, camera: PinholeCamera,
     M = camera.P if lidar_to_camera is None \
         else camera.P @ np.asarray(lidar_to_camera, dtype=np.float64).reshape(4, 4)
     xyz = points[:, :3].astype(np.float64)
-    depth = xyz @ M[2, :3] + M[2, 3]
-    keep = (depth >= max(min_depth, 1e-6)) & (depth <= max_depth)  # NaN points fail too
-    xyz, depth = xyz[keep], depth[keep]
-    u = np.floor((xyz @ M[0, :3] + M[0, 3]) / depth + 0.5)  # nearest pixel centre
-    v = np.floor((xyz @ M[1, :3] + M[1, 3]) / depth + 0.5)
-    inside = (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
-    flat = v[inside].astype(np.int64) * camera.width + u[inside].astype(np.int64)
-    return _zbuffer(flat, depth[inside], camera.height, camera.width)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = xyz @ M[2, :3] + M[2, 3]
+        keep = (depth >= max(min_depth, 1e-6)) & (depth <= max_depth)  # NaN points fail too
+        u = np.floor((xyz @ M[0, :3] + M[0, 3]) / depth + 0.5)  # nearest pixel centre
+        v = np.floor((xyz @ M[1, :3] + M[1, 3]) / depth + 0.5)
+    visible = keep & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
+    u = np.where(visible, u, 0).astype(np.int64)
+    v = np.where(visible, v, 0).astype(np.int64)
+    return visible, u, v, depth
 
 
 def _zbuffer(flat_index: np.ndarray, depth: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from dmd3c_ros.core.camera import PinholeCamera
-from dmd3c_ros.core.projection import project_to_depth
+from dmd3c_ros.core.projection import project_points, project_to_depth
 
 
 def visible_mask(points: np.ndarray, camera: PinholeCamera, lidar_to_camera=None, *,
@@ -26,18 +26,8 @@ def visible_mask(points: np.ndarray, camera: PinholeCamera, lidar_to_camera=None
         lidar_to_camera: (4, 4) LiDAR -> rectified optical frame, or None.
         min_depth, max_depth: metres along the optical axis.
     """
-    points = np.asarray(points)
-    if points.ndim != 2 or points.shape[1] < 3:
-        raise ValueError(f"points must be (N, >=3), got shape {points.shape}")
-    M = camera.P if lidar_to_camera is None \
-        else camera.P @ np.asarray(lidar_to_camera, dtype=np.float64).reshape(4, 4)
-    xyz = points[:, :3].astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        depth = xyz @ M[2, :3] + M[2, 3]
-        keep = (depth >= max(min_depth, 1e-6)) & (depth <= max_depth)  # NaN fails too
-        u = np.floor((xyz @ M[0, :3] + M[0, 3]) / depth + 0.5)  # same rounding as the projection
-        v = np.floor((xyz @ M[1, :3] + M[1, 3]) / depth + 0.5)
-    return keep & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
+    return project_points(points, camera, lidar_to_camera, min_depth=min_depth,
+                          max_depth=max_depth)[0]
 
 
 def split_points(points: np.ndarray, camera: PinholeCamera, lidar_to_camera, fraction: float,
