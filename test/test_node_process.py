@@ -6,6 +6,7 @@ CameraInfo + PointCloud2 (from velodyne.bin) with sensor-data QoS and pairs ever
 with its image by stamp (feeder.StreamDriver). No timing assertions beyond readiness timeouts.
 """
 import json
+import signal
 import subprocess
 import sys
 
@@ -91,6 +92,15 @@ def test_bgr8_input_gives_the_same_depth(frame, graph, node):
         assert report.headers_equal
     # The classical backend ignores colour: the same sweep gives the same depth.
     np.testing.assert_array_equal(rgb_depths[-1][1], bgr_depths[-1][1])
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_signals_end_the_node_cleanly(frame, graph, node, signal_number):
+    """SIGINT and SIGTERM while it is serving: exit code 0. (How fast is reported by the
+    process's own clock in the closing note of the reliability work, not asserted here.)"""
+    stream(frame, graph, node, frames=3)
+    node.process.send_signal(signal_number)
+    assert node.process.wait(timeout=30) == 0, node.log_tail()
 
 
 def test_demo_runs_end_to_end(kitti_dc, tmp_path):
