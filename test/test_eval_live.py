@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from dmd3c_ros.evaluation.live import DEFAULT_TOPICS, play_and_record
+from dmd3c_ros.ros.live_eval import DEFAULT_TOPICS, play_and_record
 from dmd3c_ros.ros.graph import free_domain_id, lidar_to_camera_parameter
 from dmd3c_ros.training.sim.rig import make_rig
 from dmd3c_ros.training.sim.run import run_sim

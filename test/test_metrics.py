@@ -66,3 +66,15 @@ def test_inputs_not_mutated():
     interpolate_background(pred)
     depth_metrics(pred, np.ones((1, 3)))
     np.testing.assert_array_equal(pred, before)
+
+
+def test_distance_bands_score_only_their_pixels():
+    from dmd3c_ros.core.metrics import band_masks, frame_metrics
+    gt = np.array([[5.0, 25.0, 60.0, 80.0, 90.0, 0.0]])
+    pred = gt + np.array([[1.0, 2.0, 3.0, 4.0, 5.0, 0.0]])
+    masks = band_masks(gt)
+    assert [masks[b].sum() for b in ("0-20", "20-40", "40-80")] == [1, 1, 2]  # 90 m in none
+    metrics, bands = frame_metrics(pred, gt)
+    assert bands["0-20"]["mae_mm"] == pytest.approx(1000.0)
+    assert bands["40-80"]["mae_mm"] == pytest.approx(3500.0)
+    assert metrics["pixels"] == 5

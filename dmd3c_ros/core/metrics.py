@@ -128,3 +128,27 @@ def average_metrics(per_image: Iterable[Mapping[str, float]]) -> dict[str, float
                                 else float("nan") for name in METRIC_NAMES}
     result["frames"] = len(rows)
     return result
+
+
+# Distance bands on ground-truth depth (metres): [low, high); the last band includes 80 m.
+BANDS = (("0-20", 0.0, 20.0), ("20-40", 20.0, 40.0), ("40-80", 40.0, 80.0))
+
+
+def band_masks(gt: np.ndarray) -> dict[str, np.ndarray]:
+    """Band name -> (H, W) bool mask of ground-truth pixels (finite, > 0) in that band."""
+    gt = np.asarray(gt, dtype=np.float64)
+    valid = np.isfinite(gt) & (gt > 0)
+    masks = {}
+    for index, (label, low, high) in enumerate(BANDS):
+        upper = gt <= high if index == len(BANDS) - 1 else gt < high
+        masks[label] = valid & (gt >= low) & upper
+    return masks
+
+
+def frame_metrics(prediction: np.ndarray, gt: np.ndarray):
+    """(metrics, {band: metrics}) of one (H, W) prediction (NaN = none) against ground truth;
+    band metrics score only the ground-truth pixels within the band."""
+    metrics = depth_metrics(prediction, gt)
+    bands = {label: depth_metrics(prediction, np.where(mask, gt, 0.0))
+             for label, mask in band_masks(gt).items()}
+    return metrics, bands

@@ -22,11 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dmd3c_ros.core.metrics import METRIC_NAMES, average_metrics, depth_metrics
-
-# Distance bands on ground-truth depth (metres): [low, high); the last band includes 80 m.
-BANDS = (("0-20", 0.0, 20.0), ("20-40", 20.0, 40.0), ("40-80", 40.0, 80.0))
-
+# The band metrics live with the other metrics in core.metrics; re-exported for the eval tools.
+from dmd3c_ros.core.metrics import (BANDS, METRIC_NAMES, average_metrics, band_masks,
+                                    frame_metrics)
 
 @dataclass
 class FrameRecord:
@@ -45,25 +43,6 @@ class FrameRecord:
         return {"name": self.name, "frame": self.frame, "camera": self.camera,
                 "metrics": clean(self.metrics), "bands": clean(self.bands),
                 "latency_ms": self.latency_ms, "mode": self.mode, **clean(self.extra)}
-
-
-def band_masks(gt: np.ndarray) -> dict[str, np.ndarray]:
-    """Band name -> (H, W) bool mask of ground-truth pixels (finite, > 0) in that band."""
-    gt = np.asarray(gt, dtype=np.float64)
-    valid = np.isfinite(gt) & (gt > 0)
-    masks = {}
-    for index, (label, low, high) in enumerate(BANDS):
-        upper = gt <= high if index == len(BANDS) - 1 else gt < high
-        masks[label] = valid & (gt >= low) & upper
-    return masks
-
-
-def frame_metrics(prediction: np.ndarray, gt: np.ndarray):
-    """(metrics, band metrics) of one (H, W) prediction (NaN = none) against ground truth."""
-    metrics = depth_metrics(prediction, gt)
-    bands = {label: depth_metrics(prediction, np.where(mask, gt, 0.0))
-             for label, mask in band_masks(gt).items()}
-    return metrics, bands
 
 
 def distance_errors(prediction: np.ndarray, gt: np.ndarray, *, limit: int = 20000,

@@ -42,8 +42,7 @@ from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from dmd3c_ros.core.metrics import average_metrics
-from dmd3c_ros.evaluation.records import BANDS, frame_metrics
+from dmd3c_ros.core.metrics import BANDS, average_metrics, frame_metrics
 from dmd3c_ros.ros.adapters import depth_image_to_metres, image_to_rgb
 from dmd3c_ros.ros.graph import NodeProcess, free_domain_id, ros_process_env, setup_process_env
 
@@ -71,7 +70,7 @@ class LiveFrame:
     sent_s: float
     received_s: float | None = None
     metrics: dict[str, float] | None = None  # None: not answered, or no ground truth for it
-    bands: dict[str, dict] | None = None     # metrics per distance band (records.BANDS)
+    bands: dict[str, dict] | None = None     # metrics per distance band (core.metrics.BANDS)
 
     @property
     def latency_ms(self) -> float | None:
