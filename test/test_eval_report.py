@@ -50,8 +50,10 @@ def test_full_report_tables_and_figures(tmp_path):
     results = {"classical": {**_metrics(1234.567),
                              "bands": {"20-40": _metrics(2000.0), "0-20": _metrics(800.0),
                                        "40-80": _metrics(4000.0, frames=3)},
-                             "cameras": {"cam_front": _metrics(1100.0), "cam_left": _metrics(1300.0)},
-                             "latency_ms": {"p50": 21.04, "p95": 35.5}, "dropped": 3, "answered": 97},
+                             "cameras": {"cam_front": _metrics(1100.0),
+                                         "cam_left": _metrics(1300.0)},
+                             "latency_ms": {"p50": 21.04, "p95": 35.5},
+                             "dropped": 3, "answered": 97},
                "student": _metrics(987.6)}
     visuals = [_visual("000005"), _visual("drive 1/frame 7", seed=1)]
     latencies = {"classical": list(np.random.default_rng(2).gamma(9, 2.5, 100)), "student": []}

@@ -24,7 +24,8 @@ MIN_PANEL_WIDTH = 320  # smaller frames are enlarged (nearest neighbour) so labe
 # (column title, result key, format) of every metrics table.
 COLUMNS = (("RMSE [mm]", "rmse_mm", "{:.1f}"), ("MAE [mm]", "mae_mm", "{:.1f}"),
            ("iRMSE [1/km]", "irmse_per_km", "{:.2f}"), ("iMAE [1/km]", "imae_per_km", "{:.2f}"),
-           ("AbsRel", "abs_rel", "{:.4f}"), ("δ1", "delta1", "{:.4f}"), ("frames", "frames", "{:d}"))
+           ("AbsRel", "abs_rel", "{:.4f}"), ("δ1", "delta1", "{:.4f}"),
+           ("frames", "frames", "{:d}"))
 
 
 @dataclass
@@ -174,9 +175,15 @@ def _legend(width: int) -> np.ndarray:
     out = np.full((44, width, 3), 32, np.uint8)
     out[4:18, 10:10 + half] = depth_bar
     out[4:18, width - 10 - half:width - 10] = err_bar
-    depth_ticks = [t for t in (lo, 5, 10, 20, 40, hi) if lo <= t <= hi]
-    for t in depth_ticks:
+    ticks: list[tuple[int, float]] = []  # (x, depth): greedy, at least 40 px apart, far end kept
+    for t in [c for c in (lo, 1.5, 2, 3, 5, 10, 20, 40) if lo <= c < hi] + [hi]:
         x = 10 + int((1.0 / t - 1.0 / lo) / (1.0 / hi - 1.0 / lo) * (half - 1))
+        if t == hi:
+            ticks = [(tx, td) for tx, td in ticks if x - tx >= 40]
+        elif ticks and x - ticks[-1][0] < 40:
+            continue
+        ticks.append((x, t))
+    for x, t in ticks:
         cv2.putText(out, f"{t:g}", (min(x, 10 + half - 22), 36), cv2.FONT_HERSHEY_SIMPLEX, scale,
                     (235, 235, 235), 1, cv2.LINE_AA)
     for t in np.linspace(0.0, ERROR_MAX_M, 4):
@@ -257,7 +264,10 @@ def _latency_hist(latencies: Mapping[str, Sequence[float]], path: Path) -> bool:
         return False
     from matplotlib.figure import Figure
     allv = np.concatenate(list(clean.values()))
-    bins = np.linspace(float(allv.min()), float(allv.max()) + 1e-6, 41)
+    lo, hi = float(allv.min()), float(allv.max())
+    if hi - lo < 1e-3:  # all frames equally fast: one visible bar
+        lo, hi = lo - 0.5, hi + 0.5
+    bins = np.linspace(lo, hi, 41)
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     for i, (name, v) in enumerate(clean.items()):
@@ -336,7 +346,7 @@ def write_report(out_dir, results: Mapping[str, Mapping], visuals: Sequence[Visu
     md += ["", "## Error against distance", ""]
     counts = _error_vs_distance(distance_errors, out / "error_vs_distance.png")
     if counts:
-        md += ["Mean absolute error of the raw prediction (holes not filled) per "
+        md += ["Mean absolute error of the sampled pixels per "
                f"{DISTANCE_BIN_M:g} m bin of ground-truth depth; lower panel: pixels per bin. "
                "Sampled pixels: " + ", ".join(f"{n} {k}" for n, k in counts.items()) + ".", "",
                "![error against distance](error_vs_distance.png)"]
@@ -348,10 +358,10 @@ def write_report(out_dir, results: Mapping[str, Mapping], visuals: Sequence[Visu
         lo, hi = DEPTH_RANGE_M
         md += [f"Top to bottom: image | LiDAR over the darkened image | prediction per model | "
                f"ground truth | error map per model. Depth colours: turbo on inverse depth, "
-               f"{lo:g} m (red) to {hi:g} m (blue), black = no value; LiDAR and error pixels are "
-               f"drawn enlarged for visibility. Error map: |prediction - ground truth| on "
-               f"ground-truth pixels, green 0 m through yellow to red >= {ERROR_MAX_M:g} m "
-               f"(clipped); white = ground truth without prediction.", ""]
+               f"{lo:g} m (red) to {hi:g} m (blue), black = no value (bar at the bottom, metres); "
+               f"on frames 300 px wide and more LiDAR points are drawn as 3x3 dots. Error map: "
+               f"|prediction - ground truth| on ground-truth pixels, green 0 m through yellow to "
+               f"red >= {ERROR_MAX_M:g} m (clipped); white = ground truth without prediction.", ""]
     else:
         md += ["No frames were sampled."]
     taken: set[str] = set()
