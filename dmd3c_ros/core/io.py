@@ -5,6 +5,8 @@ float32 metres with 0 = no value, and dense predictions are float32 metres with 
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
@@ -12,6 +14,20 @@ import numpy as np
 
 KITTI_DEPTH_SCALE = 256.0  # KITTI PNG depth units per metre
 _KITTI_MAX_METRES = 65535 / KITTI_DEPTH_SCALE
+
+
+def json_safe(value):
+    """A copy fit for strict JSON: NaN / inf -> None, numpy scalars -> Python numbers, tuples ->
+    lists, mapping keys -> str (recursively). The one copy for every JSON the package writes."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 class InputFileError(ValueError):

@@ -17,11 +17,11 @@ NaN figures (nothing to score) are written as JSON null.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from dmd3c_ros.core.io import json_safe as clean  # the one strict-JSON helper
 # The band metrics live with the other metrics in core.metrics; re-exported for the eval tools.
 from dmd3c_ros.core.metrics import (BANDS, METRIC_NAMES, average_metrics, band_masks,
                                     frame_metrics)
@@ -91,19 +91,6 @@ def summarize(records: list[FrameRecord], names: list[str],
         summary["failed"] = int(failed.get(name, 0))
         results[name] = clean(summary)
     return results
-
-
-def clean(value):
-    """A copy with NaN / inf floats as None and numpy scalars as Python numbers (strict JSON)."""
-    if isinstance(value, dict):
-        return {k: clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def format_table(results: dict[str, dict]) -> str:

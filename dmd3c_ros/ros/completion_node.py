@@ -34,7 +34,7 @@ from dmd3c_ros.ros.adapters import (MessageError, array_to_image, camera_info_to
 from dmd3c_ros.ros.diagnostics import ERROR, OK, WARN, FaultLog, make_status
 from dmd3c_ros.ros.params import declare_parameters, read_config
 from dmd3c_ros.ros.slot import LatestSlot
-from dmd3c_ros.ros.sync import make_synchronizers
+from dmd3c_ros.ros.sync import header_stamp_ns, make_synchronizers
 from dmd3c_ros.runtime.base import Backend, BackendError, MonoNotSupportedError
 from dmd3c_ros.runtime.factory import create_backend
 from dmd3c_ros.runtime.pipeline import CompletionPipeline
@@ -53,10 +53,6 @@ class Frame:
     info: CameraInfo
     points: PointCloud2 | None  # None: camera-only frame (LiDAR timed out)
     received: float             # time.monotonic() when the image arrived
-
-
-def _stamp_ns(msg) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
 class CompletionNode(Node):
@@ -143,7 +139,7 @@ class CompletionNode(Node):
         now = time.monotonic()
         with self._lock:
             self._first_image = self._first_image or now
-            self._arrivals[_stamp_ns(image)] = now
+            self._arrivals[header_stamp_ns(image)] = now
             while len(self._arrivals) > 100:
                 self._arrivals.popitem(last=False)
 
@@ -152,7 +148,7 @@ class CompletionNode(Node):
 
     def _arrival(self, image: Image) -> float:
         with self._lock:
-            return self._arrivals.pop(_stamp_ns(image), time.monotonic())
+            return self._arrivals.pop(header_stamp_ns(image), time.monotonic())
 
     def lidar_age(self) -> float:
         """Seconds since the last sweep arrived (since the first image when none has; 0 before
@@ -161,11 +157,12 @@ class CompletionNode(Node):
         return 0.0 if since is None else time.monotonic() - since
 
     def _on_frame(self, image: Image, info: CameraInfo, points: PointCloud2) -> None:
-        stamp = _stamp_ns(image)
+        stamp = header_stamp_ns(image)
         # A camera-only frame of this very image (queued while its sweep was on the way) is
         # superseded, not dropped.
         self.slot.put(Frame(image, info, points, self._arrival(image)),
-                      superseded=lambda old: old.points is None and _stamp_ns(old.image) == stamp)
+                      superseded=lambda old: (old.points is None
+                                              and header_stamp_ns(old.image) == stamp))
 
     def _on_camera(self, image: Image, info: CameraInfo) -> None:
         if self.lidar_age() <= self.config.lidar_timeout:
@@ -232,7 +229,7 @@ class CompletionNode(Node):
 
     def _publish(self, frame: Frame, camera, result) -> None:
         header = frame.image.header
-        stamp = _stamp_ns(frame.image)
+        stamp = header_stamp_ns(frame.image)
         if stamp == self._last_stamp:
             return  # this image was answered already (camera-only, before its sweep came)
         self._last_stamp = stamp

@@ -31,7 +31,7 @@ from std_msgs.msg import Header
 
 from dmd3c_ros.core.calibration import load_kitti_calibration
 from dmd3c_ros.core.camera import PinholeCamera
-from dmd3c_ros.core.io import read_kitti_depth, read_kitti_velodyne, read_rgb
+from dmd3c_ros.core.io import json_safe, read_kitti_depth, read_kitti_velodyne, read_rgb
 from dmd3c_ros.core.metrics import average_metrics, depth_metrics
 from dmd3c_ros.ros.adapters import (array_to_image, camera_to_camera_info, depth_image_to_metres,
                                     xyz_to_pointcloud2)
@@ -95,7 +95,7 @@ def _nanoseconds(stamp) -> int:
     return int(round(float(stamp) * 1e9))  # seconds to nanoseconds
 
 
-def _time_msg(nanoseconds: int) -> Time:
+def time_msg(nanoseconds: int) -> Time:
     if nanoseconds < 0:
         raise ValueError(f"stamp {nanoseconds * 1e-9:.9f} s is before the epoch")
     return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
@@ -106,9 +106,9 @@ def _restamp(messages: tuple[Image, CameraInfo, PointCloud2], stamp,
     """Set the image and camera-info stamps to ``stamp`` and the cloud's to stamp + offset."""
     ns = _nanoseconds(stamp)
     image, info, cloud = messages
-    image.header.stamp = _time_msg(ns)
-    info.header.stamp = _time_msg(ns)
-    cloud.header.stamp = _time_msg(ns + int(round(lidar_offset_s * 1e9)))  # s to ns
+    image.header.stamp = time_msg(ns)
+    info.header.stamp = time_msg(ns)
+    cloud.header.stamp = time_msg(ns + int(round(lidar_offset_s * 1e9)))  # s to ns
 
 
 def frame_messages(frame: KittiFrame, stamp, *, image_frame_id: str = IMAGE_FRAME_ID,
@@ -155,17 +155,6 @@ class FrameRecord:
         return (self.received_s - self.sent_s) * 1000.0  # s to ms
 
 
-def _json_safe(value):
-    """NaN/inf -> None and tuples -> lists, so that json.dumps writes strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 @dataclass
 class StreamReport:
     """What a stream measured. Latency is image publish -> depth received, in milliseconds: it
@@ -203,7 +192,7 @@ class StreamReport:
         out["frames"] = [{"index": r.index, "stamp_ns": r.stamp_ns, "answered": r.received_s
                           is not None, "latency_ms": r.latency_ms, "header_equal": r.header_equal}
                          for r in self.frames]
-        return _json_safe(out)
+        return json_safe(out)
 
 
 # ------------------------------------------------------------------------------------ driver

@@ -33,7 +33,6 @@ from typing import Callable, Mapping
 
 import numpy as np
 import rclpy
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -42,8 +41,11 @@ from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
+from dmd3c_ros.core.io import json_safe
 from dmd3c_ros.core.metrics import BANDS, average_metrics, frame_metrics
 from dmd3c_ros.ros.adapters import depth_image_to_metres, image_to_rgb
+from dmd3c_ros.ros.feeder import time_msg
+from dmd3c_ros.ros.sync import stamp_to_ns
 from dmd3c_ros.ros.graph import NodeProcess, free_domain_id, ros_process_env, setup_process_env
 
 __all__ = ["DEFAULT_TOPICS", "LiveFrame", "LiveResult", "play_and_record"]
@@ -77,17 +79,6 @@ class LiveFrame:
         if self.received_s is None:
             return None
         return (self.received_s - self.sent_s) * 1000.0  # s to ms
-
-
-def _finite(value):
-    """NaN/inf -> None, recursively, for strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 @dataclass
@@ -126,13 +117,13 @@ class LiveResult:
                  "dropped": self.dropped, "answered": self.answered, "scored": self.scored}
         if self.bands:
             entry["bands"] = self.bands
-        return _finite(entry)
+        return json_safe(entry)
 
     def to_dict(self) -> dict:
         """Everything but the sample arrays, JSON-safe."""
         frames = [{"index": f.index, "stamp_ns": f.stamp_ns, "answered": f.received_s is not None,
                    "latency_ms": f.latency_ms, "metrics": f.metrics} for f in self.per_frame]
-        return _finite({
+        return json_safe({
             "bag": self.bag, "rate": self.rate, "frames": self.frames, "answered": self.answered,
             "dropped": self.dropped, "latency_ms": {"p50": self.latency_p50_ms,
                                                     "p95": self.latency_p95_ms},
@@ -141,14 +132,6 @@ class LiveResult:
             "duplicate_depths": self.duplicate_depths,
             "player_lag_ms_max": self.player_lag_ms_max, "warm_up_s": self.warm_up_s,
             "per_frame": frames})
-
-
-def _stamp_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
-def _time_msg(ns: int) -> Time:
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
 def _number(text: str):
@@ -192,7 +175,7 @@ class _Player(Node):
         if not self.recording:
             return
         received = time.monotonic()
-        stamp = _stamp_ns(msg.header.stamp)
+        stamp = stamp_to_ns(msg.header.stamp)
         if stamp in self.warm_stamps:
             self.warm_answered += 1
             return
@@ -223,7 +206,7 @@ class _Player(Node):
         now = time.monotonic()
         if force or now - self._last_clock >= CLOCK_PERIOD_S:
             self.clock_ns = max(self.clock_ns, ns)  # never backwards
-            self.pub_clock.publish(Clock(clock=_time_msg(self.clock_ns)))
+            self.pub_clock.publish(Clock(clock=time_msg(self.clock_ns)))
             self._last_clock = now
 
     def spin_until(self, deadline: float, clock: Callable[[], int], check: Callable[[], None],
@@ -291,7 +274,7 @@ def _warm_up(player: _Player, first: dict, start_ns: int, timeout_s: float,
     while player.warm_answered == 0:
         stamp = base + k * WARM_UP_STEP_NS
         for key in ("points", "image", "camera_info"):
-            first[key].header.stamp = _time_msg(stamp)
+            first[key].header.stamp = time_msg(stamp)
         player.warm_stamps.add(stamp)
         player.publish_clock(stamp, force=True)
         for key in ("points", "image", "camera_info"):
@@ -313,7 +296,7 @@ def _score(reader, conns, player: _Player, slop_ns: int, keep: set[int]) -> tupl
     scored, samples = 0, {}
     for conn, _, raw in reader.messages(connections=conns["gt"]):
         msg = deserialize_message(bytes(raw), Image)
-        gt_ns = _stamp_ns(msg.header.stamp)
+        gt_ns = stamp_to_ns(msg.header.stamp)
         i = bisect.bisect_left(answered, gt_ns)
         near = [s for s in answered[max(i - 1, 0):i + 1] if abs(s - gt_ns) <= slop_ns]
         if not near:
@@ -334,7 +317,7 @@ def _score(reader, conns, player: _Player, slop_ns: int, keep: set[int]) -> tupl
     if samples:  # the camera images of the kept frames
         for conn, _, raw in reader.messages(connections=conns["image"]):
             msg = deserialize_message(bytes(raw), Image)
-            stamp = _stamp_ns(msg.header.stamp)
+            stamp = stamp_to_ns(msg.header.stamp)
             if stamp in samples:
                 samples[stamp]["rgb"] = image_to_rgb(msg)
     return scored, [samples[s] for s in sorted(samples)]
@@ -384,7 +367,7 @@ def play_and_record(bag: str | Path, *, topics: Mapping[str, str] | None = None,
         total = sum(c.msgcount for c in conns["image"])
         first = _first_frame(reader, conns)
         start_ns = min(reader.start_time, *(
-            _stamp_ns(m.header.stamp) for m in first.values()))
+            stamp_to_ns(m.header.stamp) for m in first.values()))
 
         process = NodeProcess(parameters, ros_process_env(domain_id), log_path=log_path)
         for key in _PLAYED:  # the node's relative inputs -> the bag's topics
@@ -419,7 +402,7 @@ def play_and_record(bag: str | Path, *, topics: Mapping[str, str] | None = None,
                 player.pubs[key].publish(msg)
                 if key == "image":
                     lag_max = max(lag_max, (sent - due) * 1000.0)  # s to ms
-                    stamp = _stamp_ns(msg.header.stamp)
+                    stamp = stamp_to_ns(msg.header.stamp)
                     player.frames.setdefault(stamp, LiveFrame(len(player.frames), stamp, sent))
                 if progress is not None and sent >= next_progress:
                     next_progress = sent + 1.0
