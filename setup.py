@@ -15,8 +15,9 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py") + glob("launch/*.yaml")
          + glob("launch/*.xml")),
         (f"share/{PACKAGE}/config", glob("config/*.xml") + glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/train", glob("config/train/*.yaml")),
         (f"share/{PACKAGE}/models", glob("models/*.onnx") + glob("models/*.yaml")
-         + glob("models/*.md")),
+         + glob("models/*.safetensors") + glob("models/*.md")),
     ],
     install_requires=["setuptools"],
     extras_require={

@@ -176,6 +176,11 @@ def _add_eval(subparsers) -> None:
     p.add_argument("--slop", type=float, default=0.05,
                    help="seconds: messages are paired by nearest stamp within it")
     p.add_argument("--seed", type=int, default=0, help="LiDAR-split seed")
+    p.add_argument("--mono", action="store_true",
+                   help="give the networks no LiDAR (all-zero sparse input, mono mode); an "
+                        "error with the classical backend, which needs LiDAR")
+    p.add_argument("--gt-max-depth", type=float, metavar="METRES",
+                   help="score only ground-truth pixels at most this far (default: all)")
     p.add_argument("--live", action="store_true",
                    help="play the bag through a ROS graph with the node in its own process")
     p.add_argument("--kitti-raw", help="KITTI raw root of the depth-completion layout "
@@ -203,7 +208,8 @@ def _run_eval(args) -> int:
         points_topic=args.points_topic, gt_topics=args.gt_topic,
         lidar_to_camera=args.lidar_to_camera, kind="bag" if args.bag else "kitti",
         kitti_raw=args.kitti_raw, precision=args.precision,
-        engine_cache_dir=args.engine_cache_dir, max_visuals=args.max_visuals, progress=progress)
+        engine_cache_dir=args.engine_cache_dir, max_visuals=args.max_visuals, mono=args.mono,
+        gt_max_depth=args.gt_max_depth, progress=progress)
     source = args.bag or args.kitti
     if args.live and not args.bag:
         raise ValueError("--live plays a bag: give --bag")
@@ -239,6 +245,68 @@ def _eval_command(args) -> str:
     return " ".join(words)
 
 
+def _add_train(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train the student (stage 1 pretrain or stage 2 finetune)",
+        description="Train the student network from a YAML config (see config/train/). Several "
+                    "processes: torchrun --nproc_per_node N -m dmd3c_ros.cli train ...")
+    p.add_argument("--stage", required=True, choices=("pretrain", "finetune"))
+    p.add_argument("--config", required=True, help="training config YAML")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
+    p.add_argument("--steps", type=int, help="override the config's steps")
+    p.add_argument("--out", help="override the config's run folder")
+    p.add_argument("--cache", help="override the config's synthetic cache folder")
+    p.add_argument("--init", help="override the config's initial weights")
+    p.add_argument("--threads", type=int, help="override the config's torch threads")
+    p.add_argument("--weight", action="append", default=[], metavar="TERM=W",
+                   help="override one loss weight (repeatable), e.g. --weight bins=0")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from .training.trainer import TrainConfig, train
+    config = TrainConfig.load(args.config, steps=args.steps, threads=args.threads,
+                              progress=False if args.no_progress else None)
+    for key in ("out", "cache", "init"):  # command-line paths are relative to the cwd
+        if getattr(args, key):
+            setattr(config, key, str(Path(getattr(args, key)).resolve()))
+    if config.stage != args.stage:
+        raise ValueError(f"{args.config} is a {config.stage} config, not {args.stage}")
+    for item in args.weight:
+        term, _, value = item.partition("=")
+        config.weights = {**config.weights, term: float(value)}
+    config.check()
+    result = train(config, resume=args.resume)
+    if result:
+        print(json.dumps(result, indent=1))
+    return 0
+
+
+def _add_export(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help="export trained student weights as ONNX + model spec (parity checked)",
+        description="Write OUT/NAME.onnx, OUT/NAME.safetensors and the model spec OUT/NAME.yaml "
+                    "from a student weights file (a training run's best.safetensors), then "
+                    "check that ONNX Runtime matches PyTorch (LiDAR and mono inputs).")
+    p.add_argument("--weights", required=True, help="student weights (.safetensors, model.* "
+                                                    "tensors, 'variant' metadata)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--name", required=True, help="model name (file stem and spec name)")
+    p.add_argument("--variant", help="student variant (default: the weights' metadata)")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=(352, 1216),
+                   help="network input height and width, multiples of 32 (default 352 1216)")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+    from .training.export import export_student
+    result = export_student(args.weights, args.out, args.name, variant=args.variant,
+                            input_size=tuple(args.input_size))
+    print(json.dumps(result, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmd3c", description="dmd3c_ros: dense metric depth "
                                      "from camera + LiDAR (offline tools)")
@@ -247,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calib(subparsers)
     _add_sim(subparsers)
     _add_eval(subparsers)
+    _add_train(subparsers)
+    _add_export(subparsers)
     return parser
 
 

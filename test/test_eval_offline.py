@@ -314,3 +314,53 @@ def test_rig_bag_is_scored_per_camera(tmp_path):
     assert len(result["cameras"]) == 2
     for camera in result["cameras"].values():
         assert camera["frames"] == 2 and camera["rmse_mm"] > 0
+
+
+def test_gt_max_depth_scores_only_pixels_within_the_cap(bag, tmp_path):
+    cap = 25.0
+    assert main(bag_args(bag, tmp_path) + ["--gt-topic", TOPICS["gt"], "--backend", "classical",
+                                           "--gt-max-depth", str(cap)]) == 0
+    data = strict_json(tmp_path / "eval.json")
+    assert data["run"]["gt_max_depth_m"] == cap
+    pixels = [r["metrics"]["pixels"] for r in data["run"]["per_frame"]]
+    every = [int(np.count_nonzero(np.isfinite(exact_depth(w)) & (exact_depth(w) > 0)))
+             for w in WALLS]
+    within = [int(np.count_nonzero(exact_depth(w) <= cap)) for w in WALLS]  # NaN compares False
+    assert pixels == within and sum(within) < sum(every)
+    assert data["results"]["classical"]["bands"]["40-80"]["frames"] == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "--gt-max-depth 25.0" in report and "at most 25 m away are scored" in report
+
+
+def test_mono_with_classical_is_an_error(bag, tmp_path, capsys):
+    assert main(bag_args(bag, tmp_path) + ["--gt-topic", TOPICS["gt"], "--backend", "classical",
+                                           "--mono"]) == 2
+    err = capsys.readouterr().err
+    assert "--mono" in err and "classical" in err
+    assert not (tmp_path / "eval.json").exists()
+
+
+def test_mono_with_an_onnx_model_runs_without_lidar(bag, tmp_path, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from test_runtime import _write, make_tiny_net  # the tiny network the runtime tests build
+    net = make_tiny_net(seed=0).eval()
+    spec = _write(tmp_path / "model", net, name="tiny")
+    assert main(bag_args(bag, tmp_path) + ["--gt-topic", TOPICS["gt"], "--backend",
+                                           "onnxruntime", "--model", str(spec.path),
+                                           "--mono"]) == 0
+    data = strict_json(tmp_path / "eval.json")
+    assert data["run"]["input_mode"] == "mono" and "gt_max_depth_m" in data["run"]
+    assert data["run"]["gt_max_depth_m"] is None
+    assert data["results"]["onnxruntime:tiny"]["frames"] == len(WALLS)
+    assert [r["mode"] for r in data["run"]["per_frame"]] == ["mono"] * len(WALLS)
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "--mono" in report and "Mono mode" in report
+    assert "every ground-truth pixel is scored" in report
+    # a model whose spec says it needs LiDAR: a clear error
+    needs_lidar = _write(tmp_path / "lidar_only", net, name="lidar_only", supports_mono=False)
+    capsys.readouterr()
+    assert main(bag_args(bag, tmp_path / "b") + ["--gt-topic", TOPICS["gt"], "--backend",
+                                                 "onnxruntime", "--model",
+                                                 str(needs_lidar.path), "--mono"]) == 2
+    assert "supports_mono: false" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Student networks: shapes, positivity, gradients, bin head invariants, mono mode, ONNX parity."""
+import math
 import warnings
 
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from dmd3c_ros.training.student import (VARIANTS, Student, StudentConfig,  # noqa: E402
-                                        build_student, count_parameters, gflops)
+                                        build_student, count_parameters, gflops,
+                                        sparse_fill)
 
 H, W = 64, 192
 
@@ -73,9 +75,19 @@ def test_bin_head_invariants_and_aux_shapes():
             assert (probs >= 0).all()
             coarse = out["coarse_depth"]
             assert (coarse >= centres.min()).all() and (coarse <= centres.max() + 1e-6).all()
-            # The refinement is bounded: a factor of at most exp(refine_bound) either way.
-            ratio = (out["depth"] / coarse).log().abs()
-            assert (ratio <= cfg.refine_bound + 1e-5).all()
+            # The refinement is bounded: a factor of at most exp(refine_bound) either way of
+            # the base, which is the bin estimate without LiDAR and lies between the bin
+            # estimate and the densified LiDAR with it.
+            if lidar:
+                sparse = _inputs(lidar=True)[1]
+                fill = sparse_fill(sparse, (sparse > 0).float())[0]
+                low, high = torch.minimum(fill, coarse), torch.maximum(fill, coarse)
+                bound = math.exp(cfg.refine_bound) * (1 + 1e-5)
+                assert (out["depth"] >= low / bound).all()
+                assert (out["depth"] <= high * bound).all()
+            else:
+                ratio = (out["depth"] / coarse).log().abs()
+                assert (ratio <= cfg.refine_bound + 1e-5).all()
             depth, sigma = model(*_inputs(lidar=lidar))
             assert torch.equal(depth, out["depth"]) and torch.equal(sigma, out["uncertainty"])
 
@@ -131,6 +143,24 @@ def test_gflops_counts_conv_and_linear_exactly():
 
     expected = 8 * 16 * (4 * 3 * 9) + 8 * 16 * (4 * 9) + 4 * 5
     assert gflops(Two(), 8, 16) * 1e9 == pytest.approx(expected)
+
+
+def test_sparse_fill_coarse_to_fine():
+    sparse = torch.zeros(1, 1, 64, 64)
+    sparse[0, 0, 5, 5] = 2.0                  # one value: it fills its own 32x32 cell only
+    fill, has, level = sparse_fill(sparse, (sparse > 0).float())
+    assert torch.all(fill[..., :32, :32] == 2.0) and torch.all(has[..., :32, :32] == 1)
+    assert not fill[..., 32:, :].any() and not has[..., :, 32:].any()
+    assert level[0, 0, 5, 5] == 0 and level[0, 0, 31, 31] == 1.0 and level[0, 0, 63, 63] == 1.0
+    sparse[0, 0, 40, 40] = 4.0                 # another 32-cell keeps its own value
+    sparse[0, 0, 4, 4] = 6.0                   # two values in one 2x2 cell: averaged there
+    fill, has, level = sparse_fill(sparse, (sparse > 0).float())
+    assert fill[0, 0, 63, 63] == 4.0 and has[0, 0, 63, 63] == 1
+    assert fill[0, 0, 4, 5] == pytest.approx(4.0) and level[0, 0, 4, 5] == pytest.approx(0.2)
+    assert fill[0, 0, 5, 5] == 2.0 and fill[0, 0, 20, 20] == pytest.approx(4.0)
+    empty = torch.zeros(1, 1, 64, 64)          # mono: nothing anywhere
+    fill, has, _ = sparse_fill(empty, empty)
+    assert not fill.any() and not has.any()
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))

@@ -22,6 +22,12 @@ several backends with one model each use that model (classical ignores it). NAME
 (``auto`` resolved), or ``backend:model-stem`` when a model is given.
 
 Output predictions follow the node: depths outside [min_depth, max_depth] become "no value".
+
+Options that change what is measured, both recorded in the summary's "run" and the report:
+``mono`` gives the networks no LiDAR at all (an all-zero sparse input: mono mode; an error for a
+backend that needs LiDAR, such as classical), the ground truth is unchanged; ``gt_max_depth``
+scores only the ground-truth pixels at most that many metres away (frames left without any are
+skipped as having no ground truth).
 """
 from __future__ import annotations
 
@@ -207,7 +213,8 @@ def evaluate(source, *, backends=("auto",), models=(), gt: str | None = None,
              image_topics=(), camera_info_topics=(), points_topic: str | None = None,
              gt_topics=(), lidar_to_camera=None, kind: str | None = None, kitti_raw=None,
              min_depth: float = 0.1, max_depth: float = 100.0, precision: str = "fp32",
-             engine_cache_dir=None, max_visuals: int = 4,
+             engine_cache_dir=None, max_visuals: int = 4, mono: bool = False,
+             gt_max_depth: float | None = None,
              progress: Callable[[str], None] | None = None):
     """Evaluate backends / models on a bag or KITTI folder.
 
@@ -225,6 +232,9 @@ def evaluate(source, *, backends=("auto",), models=(), gt: str | None = None,
         lidar_to_camera: 16 floats for bags (None: ``/tf_static``).
         min_depth, max_depth: metres; projection range and prediction range (the node's).
         max_visuals: frames kept (evenly spread) as report visuals.
+        mono: run the networks without LiDAR (all-zero sparse input); every compared backend must
+            support mono mode (classical does not: ValueError).
+        gt_max_depth: metres; ground-truth pixels farther away are not scored (None: all).
         progress: called with one line of text per frame.
     Returns:
         (summary, visuals, distance_errors, latencies): summary is
@@ -249,6 +259,13 @@ def evaluate(source, *, backends=("auto",), models=(), gt: str | None = None,
             raise ValueError(f"--lidar-split must lie between 0 and 1, got {lidar_split}")
         if gt_topics:
             raise ValueError("give either --gt-topic or --lidar-split, not both")
+    if gt_max_depth is not None and not float(gt_max_depth) > 0:
+        raise ValueError(f"--gt-max-depth must be a positive number of metres, got {gt_max_depth}")
+    if mono:
+        needs_lidar = [b for b, _ in plan_models(backends, models) if b == "classical"]
+        if needs_lidar:
+            raise ValueError("--mono runs without LiDAR, and backend 'classical' cannot (it only "
+                             "densifies LiDAR): compare network backends only")
     if kind == "bag":
         if gt == "topic" and not gt_topics:
             raise ValueError("a bag needs ground truth: --gt-topic T (a depth image) or "
@@ -266,6 +283,14 @@ def evaluate(source, *, backends=("auto",), models=(), gt: str | None = None,
 
     runs = create_runs(backends, models, min_depth=min_depth, max_depth=max_depth,
                        precision=precision, engine_cache_dir=engine_cache_dir)
+    no_mono = [r.name for r in runs if not r.pipeline.supports_mono]
+    if mono and no_mono:
+        for run in runs:
+            run.pipeline.backend.close()
+        for _, loader in cameras:
+            getattr(loader, "close", lambda: None)()
+        raise ValueError(f"--mono: {', '.join(no_mono)} cannot run without LiDAR (the model spec "
+                         "says supports_mono: false)")
     names = [r.name for r in runs]
     total = sum(len(loader) for _, loader in cameras)
     show = set(np.linspace(0, total - 1, max_visuals).round().astype(int).tolist()) \
@@ -286,6 +311,14 @@ def evaluate(source, *, backends=("auto",), models=(), gt: str | None = None,
                 frame_index, index = index, index + 1
                 if inputs is None:
                     continue
+                if gt_max_depth is not None:
+                    truth = np.where(truth <= gt_max_depth, truth, 0).astype(np.float32)  # NaN too
+                    if not np.any(truth > 0):
+                        skipped["no_ground_truth_within_cap"] = \
+                            skipped.get("no_ground_truth_within_cap", 0) + 1
+                        continue
+                if mono:  # no LiDAR at all: an all-zero sparse map is mono mode
+                    inputs = {"sparse": np.zeros(sample["rgb"].shape[:2], np.float32)}
                 predictions, line = {}, []
                 for run in runs:
                     try:
@@ -321,6 +354,10 @@ def evaluate(source, *, backends=("auto",), models=(), gt: str | None = None,
     results = summarize(records, names, failed)
     summary = {"results": results, "run": clean({
         "source": str(source), "kind": kind, "gt": _gt_description(gt, lidar_split, gt_topics),
+        "gt_max_depth_m": None if gt_max_depth is None else float(gt_max_depth),
+        "input_mode": "mono" if mono else "completion",
+        "lidar_input": "none (mono: all-zero sparse input)" if mono else _lidar_description(kind,
+                                                                                          gt),
         "seed": seed, "slop_s": slop if kind == "bag" else None,
         "depth_range_m": [min_depth, max_depth], "frames_total": total, "skipped": skipped,
         "cameras": [name for name, _ in cameras],
@@ -361,6 +398,39 @@ def _input_map(sample, inputs, min_depth, max_depth) -> np.ndarray:
                             min_depth=min_depth, max_depth=max_depth)
 
 
+def _lidar_description(kind, gt) -> str:
+    if gt == "lidar-split":
+        return "the LiDAR points not held out, projected into the image"
+    if kind == "kitti":
+        return "KITTI sparse depth PNGs (velodyne_raw)"
+    return "the LiDAR sweep, projected into the image"
+
+
+def run_notes(run: dict) -> list[str]:
+    """Lines for the report that say how the figures were made (from the summary's "run")."""
+    lines = []
+    if run.get("mode") == "live":
+        lines.append("Live: the bag played through the completion node (one process per model).")
+    if run.get("gt"):
+        cap = run.get("gt_max_depth_m")
+        lines.append(f"Ground truth: {run['gt']}; " + (
+            f"only ground-truth pixels at most {cap:g} m away are scored." if cap is not None
+            else "every ground-truth pixel is scored (no distance cap)."))
+    if run.get("input_mode") == "mono":
+        lines.append("LiDAR input: none. Mono mode: the networks got an all-zero sparse input.")
+    elif run.get("lidar_input"):
+        lines.append(f"LiDAR input: {run['lidar_input']} (completion mode).")
+    if run.get("depth_range_m"):
+        low, high = run["depth_range_m"]
+        lines.append(f"Predictions outside {low:g}-{high:g} m count as no value (filled before "
+                     "scoring, as the KITTI devkit does).")
+    skipped = {k: v for k, v in (run.get("skipped") or {}).items() if v}
+    if skipped:
+        lines.append("Frames skipped: " + ", ".join(f"{v} ({k.replace('_', ' ')})"
+                                                     for k, v in skipped.items()) + ".")
+    return lines
+
+
 def _gt_description(gt, fraction, gt_topics) -> str:
     if gt == "lidar-split":
         return f"lidar split: {fraction} of the points in the image held out"
@@ -385,6 +455,8 @@ def evaluate_live(source, *, backends=("auto",), models=(), image_topics=(),
         from dmd3c_ros.ros import live_eval as live  # rclpy lives in ros/ only
     except ImportError as error:
         raise ValueError(f"--live needs rclpy ({error})") from None
+    if ignored.get("mono") or ignored.get("gt_max_depth") is not None:
+        raise ValueError("--mono and --gt-max-depth apply to offline evaluation, not --live")
     if ignored.get("lidar_split") is not None or ignored.get("kind") == "kitti":
         raise ValueError("--live plays a bag with a ground-truth depth topic: no --lidar-split "
                          "or --kitti")
@@ -450,9 +522,10 @@ def write_report_if_available(out_dir, summary, visuals, distance, latencies, *,
         from .report import write_report
     except ImportError:
         return None
-    return write_report(out_dir, summary["results"], visuals, distance, latencies, title, command)
+    return write_report(out_dir, summary["results"], visuals, distance, latencies, title, command,
+                        setup=run_notes(summary.get("run") or {}))
 
 
 __all__ = ["GT_MODES", "ModelRun", "VisualFrame", "complete_one", "create_runs", "detect_kind",
            "evaluate", "evaluate_live", "format_table", "open_bag", "open_kitti", "plan_models",
-           "write_json", "write_report_if_available"]
+           "run_notes", "write_json", "write_report_if_available"]

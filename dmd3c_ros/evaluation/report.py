@@ -291,7 +291,7 @@ def _latency_hist(latencies: Mapping[str, Sequence[float]], path: Path) -> bool:
 def write_report(out_dir, results: Mapping[str, Mapping], visuals: Sequence[Visual],
                  distance_errors: Mapping[str, tuple[np.ndarray, np.ndarray]],
                  latencies: Mapping[str, Sequence[float]], title: str, command: str,
-                 notes: Sequence[str] = ()) -> Path:
+                 notes: Sequence[str] = (), setup: Sequence[str] = ()) -> Path:
     """Write ``report.md`` and its PNG figures into ``out_dir`` (created); return report.md's path.
 
     Args:
@@ -303,15 +303,19 @@ def write_report(out_dir, results: Mapping[str, Mapping], visuals: Sequence[Visu
         latencies: NAME -> per-frame end-to-end latencies in milliseconds (may be empty).
         title, command: report heading and the command line that produced it.
         notes: free lines appended as a list.
+        setup: lines saying how the figures were made (ground truth and any distance cap, LiDAR
+            input or mono mode, ...), listed under the command as "How the figures were made".
     Inputs are not modified.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = list(results)
-    md = [f"# {title}", "", "Command:", "", "```", command, "```", "",
-          "## Metrics", "",
-          "Mean of the per-image metrics (KITTI devkit semantics: prediction holes are filled "
-          "before scoring; only ground-truth pixels count).", ""]
+    md = [f"# {title}", "", "Command:", "", "```", command, "```", ""]
+    if setup:
+        md += ["## How the figures were made", ""] + [f"- {line}" for line in setup] + [""]
+    md += ["## Metrics", "",
+           "Mean of the per-image metrics (KITTI devkit semantics: prediction holes are filled "
+           "before scoring; only ground-truth pixels count).", ""]
     md += _table(["name"], {(n,): results[n] for n in names}) if names else ["No results."]
 
     bands = {(n, b): m for n in names for b, m in

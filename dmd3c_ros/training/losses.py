@@ -236,6 +236,24 @@ def teacher_bin_probabilities(teacher: Tensor, mask: Tensor | None, bins: int,
     return logits.softmax(1)
 
 
+def metric_bin_probabilities(depth: Tensor, centres: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Soft assignment (N,K,H,W) of a metric depth map (N,1,H,W) to per-image bin centres (N,K),
+    both in the same units (the student's network units): p_k ~ exp(-(d - c_k)^2 / (2 w_k^2)),
+    w_k the local spacing of the centres (half the distance between the neighbours of c_k), so a
+    depth between two centres is shared by them. Used to distil a teacher, first aligned to metric
+    scale, onto the student's own metric bins (the "cross interaction": scale-invariant structure
+    from the teacher, metric centres from the student). Invalid pixels get a uniform distribution
+    (mask them in the loss). ``centres`` are detached."""
+    c = centres.detach()
+    gaps = c[:, 1:] - c[:, :-1]
+    width = torch.cat([gaps[:, :1], 0.5 * (gaps[:, 1:] + gaps[:, :-1]), gaps[:, -1:]], 1)
+    m = _valid(mask, depth)
+    d = _clean(depth, m).detach()
+    logits = -((d - c[:, :, None, None]) ** 2) / (2 * width[:, :, None, None].clamp_min(EPS) ** 2)
+    logits = torch.where(m > 0, logits, torch.zeros_like(logits))
+    return logits.softmax(1)
+
+
 class BinDistillationLoss(nn.Module):
     """Cross-interaction bin distillation (full-surround paper, arXiv 2512.08700; its exact formula
     is not public, this is our reading): the student's per-pixel bin distribution over its own

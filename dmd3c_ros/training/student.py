@@ -21,9 +21,15 @@ The hybrid bin head then gives
   strictly increasing in (0, 1) of ``depth_scale`` (AdaBins-like);
 - per-pixel bin probabilities at stride 2: softmax over bins of a 1x1 convolution;
 - coarse depth = expectation of the centres under the probabilities, upsampled to full resolution;
-- a bounded residual refinement (1x1, depthwise 3x3, 1x1 convolutions) at full resolution from the coarse depth, the sparse input, its mask,
-  a full-resolution RGB feature and the decoder features (projected at stride 2, upsampled, added):
-  ``depth = coarse * exp(refine_bound * tanh(r))`` (positive, within a factor ``exp(refine_bound)``).
+- with ``sparse_fill`` (default) the LiDAR is also densified inside the network
+  (:func:`sparse_fill`: normalised averaging in 2^l cells, coarse to fine, l <= 5), fed to the sparse
+  branch and the refinement, and blended in: ``base = alpha * fill + (1 - alpha) * coarse`` with a
+  learnt per-pixel ``alpha`` (0 where no LiDAR value is within reach, so mono mode is the bin
+  estimate alone): completion starts from the measured depths rather than re-deriving them;
+- a bounded residual refinement (1x1, depthwise 3x3, 1x1 convolutions) at full resolution from the
+  coarse depth, the sparse input, its mask (and the fill), a full-resolution RGB feature and the
+  decoder features (projected at stride 2, upsampled, added):
+  ``depth = base * exp(refine_bound * tanh(r))`` (positive, within a factor ``exp(refine_bound)``).
 
 ``forward`` is export-pure (tensors in, tensors out; standard ONNX operators, opset 17).
 ``forward_with_aux`` returns a dict with the intermediate tensors the trainer distils.
@@ -50,10 +56,11 @@ class StudentConfig:
     sparse_widths: tuple[int, ...] = (8, 8, 16, 16, 16)  # sparse branch, strides 2..32
     bins: int = 32
     bin_hidden: int = 64            # hidden units of the bin-width MLP
-    full_res_channels: int = 8      # RGB feature at full resolution for the refinement
+    full_res_channels: int = 4      # RGB feature at full resolution for the refinement
     refine_channels: int = 8
     refine_bound: float = 0.5       # log-space bound of the residual refinement
     d_min: float = 1e-3             # smallest bin centre, network units
+    sparse_fill: bool = True        # densify the LiDAR in-network and blend it into the output
 
     def __post_init__(self):
         for key in ("widths", "blocks", "sparse_widths"):
@@ -116,6 +123,39 @@ def _channel_softmax(logits: torch.Tensor) -> torch.Tensor:
     return e / e.sum(dim=1, keepdim=True)
 
 
+def sparse_fill(sparse: torch.Tensor, mask: torch.Tensor, levels: int = 5
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Coarse-to-fine densification of sparse depth by normalised averaging (ONNX: AvgPool, Div,
+    Where, Resize). Level l averages the valid values in 2^l x 2^l cells; each pixel takes the
+    finest level whose cell holds a value (level 0: the pixel's own value). Returns
+    (fill (N,1,h,w), has (N,1,h,w) 1 where any level had a value, level (N,1,h,w) = finest level
+    used / ``levels``, 1 where none). The pyramid is merged at stride 2 and upsampled once, so the
+    full-resolution cost is one resize and one select."""
+    num, den = F.avg_pool2d(sparse * mask, 2), F.avg_pool2d(mask, 2)
+    nums, dens = [num], [den]
+    for _ in range(levels - 1):
+        nums.append(F.avg_pool2d(nums[-1], 2))
+        dens.append(F.avg_pool2d(dens[-1], 2))
+    fill = nums[-1] / dens[-1].clamp_min(1e-6)
+    has = (dens[-1] > 0).float()
+    level = torch.ones_like(fill)
+    for i in range(levels - 2, -1, -1):     # pyramid index i is level i + 1
+        fill = F.interpolate(fill, scale_factor=2.0, mode="nearest")
+        has = F.interpolate(has, scale_factor=2.0, mode="nearest")
+        level = F.interpolate(level, scale_factor=2.0, mode="nearest")
+        here = dens[i] > 0
+        fill = torch.where(here, nums[i] / dens[i].clamp_min(1e-6), fill)
+        has = torch.where(here, torch.ones_like(has), has)
+        level = torch.where(here, torch.full_like(level, (i + 1) / levels), level)
+    up = torch.cat([fill, has, level], dim=1)
+    up = F.interpolate(up, scale_factor=2.0, mode="nearest")
+    here = mask > 0
+    fill = torch.where(here, sparse, up[:, 0:1])
+    has = torch.where(here, torch.ones_like(mask), up[:, 1:2])
+    level = torch.where(here, torch.zeros_like(mask), up[:, 2:3])
+    return fill, has, level
+
+
 class Student(nn.Module):
     """Depth completion / mono student; see the module docstring for the contract."""
 
@@ -130,7 +170,7 @@ class Student(nn.Module):
         self.stages = nn.ModuleList(_stage(w[i - 1], w[i], cfg.blocks[i], 2)
                                     for i in range(1, len(STRIDES)))
         # Sparse branch on [sparse, mask]: one strided conv per scale, projected into the RGB width.
-        sparse_in = [2] + list(s[:-1])
+        sparse_in = [4 if cfg.sparse_fill else 2] + list(s[:-1])
         self.sparse_convs = nn.ModuleList(_conv_bn_relu(sparse_in[i], s[i], 3, 2)
                                           for i in range(len(STRIDES)))
         self.sparse_proj = nn.ModuleList(nn.Conv2d(s[i], w[i], 1) for i in range(len(STRIDES)))
@@ -151,10 +191,14 @@ class Student(nn.Module):
         # Full resolution is the costly part: decoder features are projected to rc channels at
         # stride 2, upsampled and added (no wide full-resolution concatenation).
         self.refine_feat = nn.Conv2d(feat, rc, 1)
-        self.refine_in = nn.Conv2d(3 + cfg.full_res_channels, rc, 1, bias=False)
-        self.refine = nn.Sequential(nn.BatchNorm2d(rc), nn.ReLU(inplace=True),
+        self.refine_in = nn.Conv2d(3 + cfg.full_res_channels + (2 if cfg.sparse_fill else 0), rc,
+                                   1)
+        # No batch norm right after the sum (ONNX Runtime cannot fold it into a convolution and
+        # it costs ~2 ms at full resolution); refine_in has a bias instead.
+        self.refine = nn.Sequential(nn.ReLU(inplace=True),
                                     nn.Conv2d(rc, rc, 3, 1, 1, groups=rc, bias=False),
-                                    nn.BatchNorm2d(rc), nn.ReLU(inplace=True), nn.Conv2d(rc, 2, 1))
+                                    nn.BatchNorm2d(rc), nn.ReLU(inplace=True),
+                                    nn.Conv2d(rc, 3 if cfg.sparse_fill else 2, 1))
 
     def _run(self, rgb: torch.Tensor, sparse: torch.Tensor):
         if not (torch.jit.is_tracing() or torch.jit.is_scripting()):
@@ -165,7 +209,11 @@ class Student(nn.Module):
         mask = (sparse > 0).float()
         # Sparse branch: features at strides 2..32.
         sparse_feats = []
-        x = torch.cat([sparse, mask], dim=1)
+        if cfg.sparse_fill:
+            fill, has, level = sparse_fill(sparse, mask)
+            x = torch.cat([sparse, mask, fill, level], dim=1)
+        else:
+            x = torch.cat([sparse, mask], dim=1)
         for conv, proj in zip(self.sparse_convs, self.sparse_proj):
             x = conv(x)
             sparse_feats.append(proj(x))
@@ -188,10 +236,17 @@ class Student(nn.Module):
         probs = _channel_softmax(self.bin_logits(features))
         coarse = (probs * centres[:, :, None, None]).sum(dim=1, keepdim=True)
         coarse_full = _up2(coarse)
-        local = torch.cat([coarse_full, sparse, mask, self.full_rgb(rgb)], dim=1)
-        out = self.refine(self.refine_in(local) + _up2(self.refine_feat(features)))
-        depth = coarse_full * torch.exp(cfg.refine_bound * torch.tanh(out[:, :1]))
-        uncertainty = F.softplus(out[:, 1:]) + 1e-4
+        parts = [coarse_full, sparse, mask, self.full_rgb(rgb)]
+        if cfg.sparse_fill:
+            parts += [fill, level]
+        out = self.refine(self.refine_in(torch.cat(parts, dim=1))
+                          + _up2(self.refine_feat(features)))
+        base = coarse_full
+        if cfg.sparse_fill:  # blend towards the densified LiDAR where there is any
+            alpha = torch.sigmoid(out[:, 2:3]) * has
+            base = alpha * fill + (1.0 - alpha) * coarse_full
+        depth = base * torch.exp(cfg.refine_bound * torch.tanh(out[:, :1]))
+        uncertainty = F.softplus(out[:, 1:2]) + 1e-4
         return depth, uncertainty, coarse_full, centres, probs, features, bottleneck
 
     def forward(self, rgb: torch.Tensor, sparse: torch.Tensor):

@@ -1,0 +1,304 @@
+"""Synthetic training data: a cache of simulated frames, and the crops the trainer draws from it.
+
+One ``.npz`` per frame (uncompressed, loaded lazily), written by :func:`build_cache` from drives of
+the procedural simulator (``training.sim``, front camera, KITTI-like geometry, 1242x375):
+
+- ``rgb`` (H, W, 3) uint8; ``depth`` (H, W) float32 metres, dense ground truth, 0 = none (sky);
+- ``sparse`` (H, W) float32 metres: the simulated LiDAR sweep projected with a z-buffer, 0 = none,
+  and ``ring`` (H, W) uint8: the beam of each sparse pixel (255 = none), for beam-count
+  augmentation (keeping every k-th ring of a 64-beam sweep gives 32, 16, 8 beams);
+- ``teacher`` (H, W) float32: the simulated monocular teacher's relative inverse depth
+  (:class:`~dmd3c_ros.training.teachers.SimulatedMonoTeacher`: unknown scale and shift, warp, blur,
+  noise; it stands in for Depth Anything V2, whose weights cannot be fetched here);
+- DMD3C stage 1: ``pseudo_depth`` (H, W) float32, the teacher's output made pseudo-metric
+  (:func:`pseudo_metric_depth`), and ``pseudo_sparse`` / ``pseudo_ring``, a 64-beam sweep
+  simulated from it by meshing and ray casting (:mod:`training.sim.from_depth`).
+
+``index.json`` lists the frames with their drive seed, frame number and split. The ground truth
+is never used by stage 1; the teacher map is derived from it (that is what a simulated teacher
+is), which is said wherever figures are reported.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+CACHE_VERSION = 1
+NO_RING = 255
+RGB_MEAN = (123.675, 116.28, 103.53)  # ImageNet mean / std on the 0-255 scale, RGB order
+RGB_STD = (58.395, 57.12, 57.375)
+# Beam counts of the augmentation and the ring stride that gives each from a 64-beam sweep.
+BEAM_STRIDE = {64: 1, 32: 2, 16: 4, 8: 8}
+
+
+def pseudo_metric_depth(relative_inverse: np.ndarray, median_depth: float,
+                        max_depth: float = 80.0) -> np.ndarray:
+    """A monocular teacher's relative inverse depth -> pseudo-metric depth for stage 1.
+
+    A relative inverse depth ``x`` is ``a / depth + b`` with unknown ``a > 0`` and ``b``. We pick
+    ``b`` so that the 1st percentile of ``x`` (the far end of the scene) becomes ``1 / max_depth``
+    and ``a`` so that the median becomes ``1 / median_depth``; pixels at or below the far end
+    (sky) get no value (0). The result has a plausible, not a true, metric scale: stage 1 teaches
+    completion geometry consistent with its own simulated sweep, not scale.
+    """
+    x = np.asarray(relative_inverse, np.float64)
+    finite = np.isfinite(x)
+    if finite.sum() < 16:
+        return np.zeros(x.shape, np.float32)
+    far, mid = np.percentile(x[finite], [1.0, 50.0])
+    if mid - far <= 1e-9:
+        return np.zeros(x.shape, np.float32)
+    inv = 1.0 / max_depth + (x - far) * (1.0 / median_depth - 1.0 / max_depth) / (mid - far)
+    out = np.zeros(x.shape, np.float32)
+    ok = finite & (inv > 1.0 / max_depth)
+    out[ok] = (1.0 / inv[ok]).astype(np.float32)
+    return out
+
+
+def ring_image(points: np.ndarray, camera, camera_from_lidar: np.ndarray,
+               min_depth: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse depth (H, W) float32 and the ring (H, W) uint8 of the point that won each pixel."""
+    from dmd3c_ros.core.projection import transform_points
+    h, w = camera.height, camera.width
+    depth = np.zeros((h, w), np.float32)
+    ring = np.full((h, w), NO_RING, np.uint8)
+    if len(points) == 0:
+        return depth, ring
+    uv, z = camera.project(transform_points(points[:, :3], camera_from_lidar))
+    with np.errstate(invalid="ignore"):
+        u, v = np.rint(uv[:, 0]), np.rint(uv[:, 1])
+        ok = (z >= min_depth) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    u, v, z, r = u[ok].astype(np.int64), v[ok].astype(np.int64), z[ok], points[ok, 4]
+    order = np.argsort(-z)  # far first: the nearest point is written last and wins
+    depth[v[order], u[order]] = z[order]
+    ring[v[order], u[order]] = r[order].astype(np.uint8)
+    return depth, ring
+
+
+@dataclass
+class CacheSpec:
+    """Which drives to simulate. ``splits`` maps a split name to its drive seeds."""
+
+    splits: dict[str, list[int]]
+    frames_per_drive: int = 8
+    rate_hz: float = 2.0          # frames 5 m apart at the simulator's 10 m/s
+    lidar: str = "hdl64"
+    teacher_seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _drive_frames(seed: int, spec: CacheSpec, lidar: str):
+    from dmd3c_ros.training.sim.drive import simulate_drive
+    from dmd3c_ros.training.sim.rig import make_rig
+    rig = make_rig("front")
+    return rig, simulate_drive(seed, spec.frames_per_drive, rig, lidar, rate_hz=spec.rate_hz)
+
+
+def build_cache(out: str | Path, spec: CacheSpec, *, stage1: bool = True,
+                progress: Callable[[int, int, float], None] | None = None) -> dict:
+    """Simulate every drive of ``spec`` and write one npz per frame plus ``index.json``.
+
+    Frames already present (same name) are kept, so an interrupted build resumes. With
+    ``stage1`` the pseudo-metric teacher depth and its simulated sweep are written too.
+    """
+    from dmd3c_ros.training.sim.from_depth import simulate_lidar_from_depth
+    from dmd3c_ros.training.sim.lidar import LIDAR_MODELS
+    from dmd3c_ros.training.teachers.simulated import SimulatedMonoTeacher
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = SimulatedMonoTeacher(seed=spec.teacher_seed)
+    entries, total = [], sum(len(s) for s in spec.splits.values()) * spec.frames_per_drive
+    start, done = time.perf_counter(), 0
+    for split, seeds in spec.splits.items():
+        for seed in seeds:
+            names = [f"{split}_{seed:05d}_{i:03d}.npz" for i in range(spec.frames_per_drive)]
+            if all((out / n).exists() for n in names):
+                entries += [{"file": n, "split": split, "seed": seed, "frame": i}
+                            for i, n in enumerate(names)]
+                done += len(names)
+                continue
+            rig, frames = _drive_frames(seed, spec, spec.lidar)
+            mount = rig.cameras[0]
+            lidar_to_camera = rig.lidar_to_camera(mount)
+            rng = np.random.default_rng([seed, 7])
+            for frame, name in zip(frames, names):
+                cam = frame.cameras[0]
+                depth = np.nan_to_num(cam.depth, nan=0.0).astype(np.float32)
+                sparse, ring = ring_image(frame.points, mount.camera, lidar_to_camera)
+                arrays = {"rgb": cam.rgb, "depth": depth, "sparse": sparse, "ring": ring}
+                rel = teacher.predict(cam.rgb, depth=depth, index=seed * 1000 + frame.index)
+                arrays["teacher"] = rel.astype(np.float32)
+                if stage1:
+                    pseudo = pseudo_metric_depth(rel, float(rng.uniform(8.0, 25.0)))
+                    _, pts, pose = simulate_lidar_from_depth(
+                        pseudo, mount.camera, LIDAR_MODELS["hdl64"], lidar_to_camera, rng,
+                        randomise_pose=True)
+                    arrays["pseudo_depth"] = pseudo
+                    arrays["pseudo_sparse"], arrays["pseudo_ring"] = ring_image(
+                        pts, mount.camera, pose)
+                np.savez(out / name, **arrays)
+                entries.append({"file": name, "split": split, "seed": seed, "frame": frame.index})
+                done += 1
+                if progress is not None:
+                    progress(done, total, time.perf_counter() - start)
+    index = {"version": CACHE_VERSION, "lidar": spec.lidar, "frames_per_drive":
+             spec.frames_per_drive, "rate_hz": spec.rate_hz, "teacher": teacher.name,
+             "stage1": stage1, "splits": {k: list(v) for k, v in spec.splits.items()},
+             "frames": entries}
+    (out / "index.json").write_text(json.dumps(index, indent=1))
+    return index
+
+
+def load_index(root: str | Path) -> dict:
+    path = Path(root) / "index.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: build the cache first "
+                                f"(python -m dmd3c_ros.training.synthetic --out {root})")
+    index = json.loads(path.read_text())
+    if index.get("version") != CACHE_VERSION:
+        raise ValueError(f"{path}: cache version {index.get('version')}, expected {CACHE_VERSION}")
+    return index
+
+
+def keep_beams(sparse: np.ndarray, ring: np.ndarray, beams: int) -> np.ndarray:
+    """The sparse map of a sweep with ``beams`` of 64 rings kept (0 = no LiDAR at all)."""
+    if beams == 0:
+        return np.zeros_like(sparse)
+    if beams not in BEAM_STRIDE:
+        raise ValueError(f"beams must be one of {sorted(BEAM_STRIDE)} or 0, got {beams}")
+    stride = BEAM_STRIDE[beams]
+    if stride == 1:
+        return sparse
+    keep = (ring != NO_RING) & (ring % stride == 0)
+    return np.where(keep, sparse, 0.0).astype(np.float32)
+
+
+def normalise_rgb(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8/float 0-255 -> (3, H, W) float32 with the ImageNet mean and std."""
+    x = (np.asarray(rgb, np.float32) - np.float32(RGB_MEAN)) / np.float32(RGB_STD)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def photometric_jitter(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Brightness, contrast, saturation, gamma, per-channel gain, blur and sensor noise (0-255
+    float32): rendered images are cleaner than a real camera's, the network must not rely on it."""
+    x = np.asarray(rgb, np.float32) / 255.0
+    x = np.clip(x, 0, 1) ** np.float32(math.exp(rng.uniform(-0.35, 0.35)))
+    x = x * np.float32(rng.uniform(0.7, 1.3)) * rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    mean = x.mean()
+    x = (x - mean) * np.float32(rng.uniform(0.7, 1.3)) + mean
+    grey = x.mean(axis=2, keepdims=True)
+    x = grey + (x - grey) * np.float32(rng.uniform(0.5, 1.4))
+    if rng.random() < 0.3:
+        x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.4, 1.2)))
+    x = x + rng.normal(0, rng.uniform(0.0, 0.03), x.shape).astype(np.float32)
+    return np.clip(x, 0, 1) * 255.0
+
+
+@dataclass
+class CropSampler:
+    """Draws training crops from a cache.
+
+    Each sample: a random ``crop`` (h, w) from the bottom ``rows`` rows (KITTI-style: the sky
+    above has no depth), a horizontal flip with p = 0.5, photometric jitter, and the LiDAR thinned
+    to a beam count drawn from ``beam_probs`` ({64: p, 32: p, 16: p, 8: p, 0: p}; 0 = mono).
+    ``stage``: ``"pretrain"`` reads the stage-1 arrays (pseudo-metric teacher depth as target,
+    its simulated sweep as input), ``"finetune"`` the real simulated sweep and ground truth.
+    Depths are divided by ``depth_scale`` (network units); 0 = no value throughout.
+    Deterministic for (seed, key): the trainer passes (step, rank, slot) as the key.
+    """
+
+    root: Path
+    files: Sequence[str]
+    stage: str
+    crop: tuple[int, int] = (192, 640)
+    rows: int = 352
+    beam_probs: dict = field(default_factory=lambda: {64: 0.45, 32: 0.15, 16: 0.15, 8: 0.1, 0: 0.15})
+    depth_scale: float = 80.0
+    seed: int = 0
+    jitter: bool = True
+
+    def __post_init__(self):
+        if self.stage not in ("pretrain", "finetune"):
+            raise ValueError(f"stage must be pretrain or finetune, got {self.stage!r}")
+        if not self.files:
+            raise ValueError(f"no frames for this split in {self.root}")
+        self.root = Path(self.root)
+        total = float(sum(self.beam_probs.values()))
+        self._beams = [int(b) for b in self.beam_probs]
+        self._probs = [float(p) / total for p in self.beam_probs.values()]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def sample(self, key: Sequence[int]) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([self.seed, *[int(k) for k in key]])
+        name = self.files[int(rng.integers(len(self.files)))]
+        data = np.load(self.root / name)
+        h, w = data["depth"].shape
+        ch, cw = self.crop
+        top0 = max(0, h - self.rows)
+        y0 = int(rng.integers(top0, h - ch + 1))
+        x0 = int(rng.integers(0, w - cw + 1))
+        crop = (slice(y0, y0 + ch), slice(x0, x0 + cw))
+        rgb = data["rgb"][crop]
+        if self.stage == "pretrain":
+            target, sparse, ring = data["pseudo_depth"], data["pseudo_sparse"], data["pseudo_ring"]
+        else:
+            target, sparse, ring = data["depth"], data["sparse"], data["ring"]
+        beams = int(rng.choice(self._beams, p=self._probs))
+        sparse = keep_beams(sparse[crop], ring[crop], beams)
+        out = {"rgb": photometric_jitter(rgb, rng) if self.jitter else rgb.astype(np.float32),
+               "sparse": sparse, "target": target[crop], "teacher": data["teacher"][crop]}
+        if rng.random() < 0.5:
+            out = {k: v[:, ::-1] for k, v in out.items()}
+        return {"rgb": normalise_rgb(out["rgb"]),
+                "sparse": (out["sparse"] / self.depth_scale)[None].astype(np.float32),
+                "target": (out["target"] / self.depth_scale)[None].astype(np.float32),
+                "teacher": np.ascontiguousarray(out["teacher"][None], np.float32),
+                "beams": np.int64(beams)}
+
+    def batch(self, keys: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        items = [self.sample(k) for k in keys]
+        return {k: np.stack([it[k] for it in items]) for k in items[0]}
+
+
+def split_files(index: dict, split: str) -> list[str]:
+    return [e["file"] for e in index["frames"] if e["split"] == split]
+
+
+def main(argv=None) -> int:
+    import argparse
+    p = argparse.ArgumentParser(description="Build the synthetic training cache.")
+    p.add_argument("--out", required=True)
+    p.add_argument("--train", default="0:80", help="drive seeds A:B of the training split")
+    p.add_argument("--val", default="5000:5006", help="drive seeds A:B of the validation split")
+    p.add_argument("--frames-per-drive", type=int, default=8)
+    p.add_argument("--no-stage1", action="store_true")
+    args = p.parse_args(argv)
+
+    def seeds(text):
+        a, b = (int(v) for v in text.split(":"))
+        return list(range(a, b))
+
+    spec = CacheSpec({"train": seeds(args.train), "val": seeds(args.val)},
+                     frames_per_drive=args.frames_per_drive)
+
+    def show(done, total, seconds):
+        if done % 10 == 0 or done == total:
+            print(f"{done}/{total} frames, {seconds:.0f} s", flush=True)
+
+    index = build_cache(args.out, spec, stage1=not args.no_stage1, progress=show)
+    print(f"{len(index['frames'])} frames in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
