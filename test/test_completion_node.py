@@ -275,7 +275,7 @@ def test_optional_outputs(graph):
     ({"backend": "gpu"}, "backend"),
     ({"max_depth": -3.0}, "max_depth"),
     ({"lidar_to_camera": [1.0, 2.0, 3.0]}, "lidar_to_camera"),
-    ({"backend": "onnxruntime"}, "model"),
+    ({"backend": "onnxruntime", "model": "/nonexistent/my_student.yaml"}, "my_student.yaml"),
 ])
 def test_startup_errors_name_the_problem(graph, parameters, message):
     start, _ = graph

@@ -287,9 +287,10 @@ def test_auto_falls_back_to_onnxruntime(spec, monkeypatch):
     assert isinstance(backend, OnnxRuntimeBackend) and backend.intra_op_threads == 1
 
 
-def test_factory_errors(spec):
+def test_factory_errors(spec, monkeypatch):
     with pytest.raises(ValueError, match="auto, tensorrt, onnxruntime, torch, classical"):
         create_backend("cuda", spec)
+    monkeypatch.setattr(factory, "default_model_spec", lambda: None)  # an install without one
     with pytest.raises(ModelSpecError, match="backend 'onnxruntime' needs a model spec YAML"):
         create_backend("onnxruntime")
     with pytest.raises(ValueError, match="precision"):

@@ -126,8 +126,9 @@ def create_backend(name: str = "auto", spec: ModelSpec | str | None = None,
         spec = spec or default_model_spec()
         if spec is None:
             raise ModelSpecError(f"backend '{resolved}' needs a model spec YAML (--model, or the "
-                                 "'model' parameter) and this version ships no default student; "
-                                 "backend 'classical' needs none")
+                                 "'model' parameter): no default student is installed "
+                                 "(share/dmd3c_ros/models/student.yaml); backend 'classical' "
+                                 "needs none")
         if not isinstance(spec, ModelSpec):
             spec = load_spec(spec)
     if resolved in ("onnxruntime", "torch") and precision != "fp32":
