@@ -71,8 +71,8 @@ def test_written_png_round_trips_metres(frame):
     (["--image", "{f}/rgb.png", "--sparse", "{f}/small.png", "--backend", "classical"],
      "does not match"),
     (["--image", "{f}/rgb.png", "--points", "{f}/p.bin", "--backend", "classical"], "--calib"),
-    (["--image", "{f}/rgb.png", "--sparse", "{f}/sparse.png", "--backend", "onnxruntime"],
-     "--model"),
+    (["--image", "{f}/rgb.png", "--sparse", "{f}/sparse.png", "--backend", "onnxruntime",
+      "--model", "{f}/no_such_model.yaml"], "no_such_model.yaml"),
     (["--image", "{f}/rgb.png", "--sparse", "{f}/rgb.png", "--backend", "classical"], "uint16"),
 ])
 def test_clear_errors(frame, capsys, case, message):
