@@ -5,6 +5,7 @@ float32 metres with 0 = no value, and dense predictions are float32 metres with 
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -102,3 +103,12 @@ def read_kitti_velodyne(path: str | Path) -> np.ndarray:
         raise InputFileError(f"{path}: {size} bytes is not a whole number of "
                              "16-byte (float32 x, y, z, reflectance) points")
     return np.fromfile(path, dtype="<f4").reshape(-1, 4)
+
+
+def sha256_file(path) -> str:
+    """Lower-case hex sha256 of a file's bytes (model specs name their ONNX file by it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

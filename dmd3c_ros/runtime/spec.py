@@ -29,25 +29,17 @@ Missing keys, missing files and a wrong hash raise :class:`ModelSpecError` namin
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from dmd3c_ros.core.io import sha256_file
+
 
 class ModelSpecError(ValueError):
     """A model spec YAML is missing, malformed, or does not match its ONNX file."""
-
-
-def sha256_file(path) -> str:
-    """Lower-case hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ is left in ``out_dir``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 import yaml
 
+from dmd3c_ros.core.io import sha256_file
 from dmd3c_ros.training.student import build_student, count_parameters
 from dmd3c_ros.training.synthetic import RGB_MEAN, RGB_STD  # what the trainer normalises with
 
@@ -160,14 +160,6 @@ def _load_state(weights, variant: str | None, depth_scale: float):
     return model.eval(), chosen
 
 
-def _sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_student(weights, out_dir, name: str, *, variant: str | None = None,
                    input_size=(352, 1216), depth_scale: float = 80.0,
                    depth_range=(0.5, 80.0), opset: int = OPSET) -> dict:
@@ -213,7 +205,7 @@ def export_student(weights, out_dir, name: str, *, variant: str | None = None,
         raise
     save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()},
               str(weights_path), metadata={"variant": variant, "source": str(weights)})
-    sha256 = _sha256(onnx_path)
+    sha256 = sha256_file(onnx_path)
     spec = {
         "name": name, "onnx": onnx_path.name, "sha256": sha256, "opset": int(opset),
         "units": "metres", "input_size": [height, width],
