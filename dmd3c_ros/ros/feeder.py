@@ -35,9 +35,10 @@ from dmd3c_ros.core.io import json_safe, read_kitti_depth, read_kitti_velodyne, 
 from dmd3c_ros.core.metrics import average_metrics, depth_metrics
 from dmd3c_ros.ros.adapters import (array_to_image, camera_to_camera_info, depth_image_to_metres,
                                     xyz_to_pointcloud2)
+from dmd3c_ros.ros.sync import stamp_to_ns
 
 __all__ = ["KittiFrame", "load_kitti_frame", "frame_messages", "StreamDriver", "StreamReport",
-           "FrameRecord"]
+           "FrameRecord", "AnswerLedger"]
 
 IMAGE_FRAME_ID = "camera_2_optical"
 LIDAR_FRAME_ID = "velodyne"
@@ -86,13 +87,36 @@ def load_kitti_frame(folder: str | Path, camera_index: int = 2) -> KittiFrame:
                       calibration.lidar_to_camera, ground_truth, folder.name)
 
 
-def _nanoseconds(stamp) -> int:
-    """A stamp (builtin_interfaces/Time, rclpy Time or float seconds) in integer nanoseconds."""
-    if isinstance(stamp, Time):
-        return stamp.sec * 1_000_000_000 + stamp.nanosec
-    if hasattr(stamp, "nanoseconds"):  # rclpy.time.Time
-        return int(stamp.nanoseconds)
-    return int(round(float(stamp) * 1e9))  # seconds to nanoseconds
+class AnswerLedger:
+    """Pairs depth answers with the frames sent, by header stamp (integer nanoseconds), for the
+    stream feeder and the live bag player. Answers to warm-up stamps are counted apart
+    (``warm_answered``); an answer whose stamp matches no frame, or a frame's second answer, is
+    counted and otherwise ignored. Frames are any objects with a ``received_s`` attribute."""
+
+    def __init__(self) -> None:
+        self.warm_stamps: set[int] = set()  # kept across runs: late warm-up answers
+        self.warm_answered = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.answered = self.unmatched = self.duplicates = 0
+
+    def match(self, stamp_ns: int, frames: Mapping[int, object], received_s: float):
+        """The frame answered (its ``received_s`` set), or None when this is not a first answer
+        to a sent frame."""
+        if stamp_ns in self.warm_stamps:
+            self.warm_answered += 1
+            return None
+        frame = frames.get(stamp_ns)
+        if frame is None:
+            self.unmatched += 1
+            return None
+        if frame.received_s is not None:
+            self.duplicates += 1
+            return None
+        frame.received_s = received_s
+        self.answered += 1
+        return frame
 
 
 def time_msg(nanoseconds: int) -> Time:
@@ -104,7 +128,7 @@ def time_msg(nanoseconds: int) -> Time:
 def _restamp(messages: tuple[Image, CameraInfo, PointCloud2], stamp,
              lidar_offset_s: float) -> None:
     """Set the image and camera-info stamps to ``stamp`` and the cloud's to stamp + offset."""
-    ns = _nanoseconds(stamp)
+    ns = stamp_to_ns(stamp)
     image, info, cloud = messages
     image.header.stamp = time_msg(ns)
     info.header.stamp = time_msg(ns)
@@ -242,15 +266,14 @@ class StreamDriver(Node):
         self._keep_first, self._kept_last = keep_first, deque(maxlen=keep_last)
         self._kept_first: list[tuple[int, Image]] = []
         self._diagnostics: dict[str, dict] = {}
-        self._warm_answered = False
-        self._ignored: set[int] = set()  # warm-up stamps (kept across runs: late answers)
+        self._ledger = AnswerLedger()
         self._reset()
 
     # ------------------------------------------------------------------ state and callbacks
 
     def _reset(self) -> None:
         self._records: dict[int, FrameRecord] = {}  # stamp_ns -> record
-        self._answered = self._unmatched = self._duplicates = 0
+        self._ledger.reset()
         self._encodings, self._sizes = Counter(), Counter()
         self._kept_first.clear()
         self._kept_last.clear()
@@ -265,26 +288,15 @@ class StreamDriver(Node):
         sent = time.monotonic()
         self._pub_image.publish(image)
         if warm_up:
-            self._ignored.add(stamp_ns)
+            self._ledger.warm_stamps.add(stamp_ns)
         else:
             self._records[stamp_ns] = FrameRecord(len(self._records), stamp_ns, sent)
 
     def _on_depth(self, msg: Image) -> None:
         received = time.monotonic()
-        stamp_ns = _nanoseconds(msg.header.stamp)
-        if stamp_ns in self._ignored:
-            self._ignored.discard(stamp_ns)
-            self._warm_answered = True
-            return
-        record = self._records.get(stamp_ns)
+        record = self._ledger.match(stamp_to_ns(msg.header.stamp), self._records, received)
         if record is None:
-            self._unmatched += 1
             return
-        if record.received_s is not None:
-            self._duplicates += 1
-            return
-        record.received_s = received
-        self._answered += 1
         record.header_equal = msg.header.frame_id == self._messages[0].header.frame_id
         record.encoding, record.size = msg.encoding, (int(msg.width), int(msg.height))
         self._encodings[msg.encoding] += 1
@@ -337,11 +349,12 @@ class StreamDriver(Node):
                                f"{self.topics['points']!r} subscriptions appeared within "
                                f"{timeout_s:.0f} s")
         if warm_up:
-            self._warm_answered = False
+            self._ledger.warm_answered = 0
             timer = self.create_timer(1.0 / self.rate_hz, lambda: self._publish(warm_up=True))
             try:
                 left = timeout_s - (time.monotonic() - start)
-                if not self._spin_until(lambda: self._warm_answered, max(left, 0.0), check):
+                answered = lambda: self._ledger.warm_answered > 0  # noqa: E731
+                if not self._spin_until(answered, max(left, 0.0), check):
                     raise TimeoutError(f"the node is in the graph but answered no frame on "
                                        f"{self.topics['depth']!r} within {timeout_s:.0f} s")
             finally:
@@ -370,7 +383,7 @@ class StreamDriver(Node):
             now = time.monotonic()
             if progress is not None and now >= next_progress[0]:
                 next_progress[0] = now + progress_every_s
-                progress(len(self._records), self._answered, now - start)
+                progress(len(self._records), self._ledger.answered, now - start)
 
         timer = self.create_timer(1.0 / self.rate_hz, tick)
         try:
@@ -378,12 +391,13 @@ class StreamDriver(Node):
                              check, report_progress)
             self.destroy_timer(timer)
             timer = None
-            self._spin_until(lambda: self._answered >= total, drain_s, check, report_progress)
+            self._spin_until(lambda: self._ledger.answered >= total, drain_s, check,
+                             report_progress)
         finally:
             if timer is not None:
                 self.destroy_timer(timer)
         if progress is not None:
-            progress(len(self._records), self._answered, time.monotonic() - start)
+            progress(len(self._records), self._ledger.answered, time.monotonic() - start)
         return self.report()
 
     # --------------------------------------------------------------------------- results
@@ -411,7 +425,7 @@ class StreamDriver(Node):
             answered_fraction=answered / len(records) if records else 0.0,
             latency_p50_ms=p50, latency_p95_ms=p95, latency_max_ms=worst,
             headers_equal=answered > 0 and mismatches == 0, header_mismatches=mismatches,
-            unmatched_depths=self._unmatched, duplicate_depths=self._duplicates,
+            unmatched_depths=self._ledger.unmatched, duplicate_depths=self._ledger.duplicates,
             encodings=dict(self._encodings),
             sizes=dict(self._sizes), metrics=metrics, diagnostics=dict(self._diagnostics),
             rate_hz=self.rate_hz, input_encoding=self.encoding,

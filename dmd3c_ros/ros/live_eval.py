@@ -44,7 +44,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from dmd3c_ros.core.io import json_safe
 from dmd3c_ros.core.metrics import BANDS, average_metrics, frame_metrics
 from dmd3c_ros.ros.adapters import depth_image_to_metres, image_to_rgb
-from dmd3c_ros.ros.feeder import time_msg
+from dmd3c_ros.ros.feeder import AnswerLedger, time_msg
 from dmd3c_ros.ros.sync import stamp_to_ns
 from dmd3c_ros.ros.graph import NodeProcess, free_domain_id, ros_process_env, setup_process_env
 
@@ -160,9 +160,7 @@ class _Player(Node):
         self.executor_.add_node(self)
         self.depth_dir = depth_dir
         self.frames: dict[int, LiveFrame] = {}   # image stamp ns -> frame
-        self.warm_stamps: set[int] = set()
-        self.warm_answered = 0
-        self.answered = self.unmatched = self.duplicates = 0
+        self.ledger = AnswerLedger()
         self.kept: deque[int] = deque(maxlen=keep)  # stamps of the last answers
         self.diagnostics: dict[str, object] = {}
         self.diagnostics_seen = 0
@@ -176,18 +174,8 @@ class _Player(Node):
             return
         received = time.monotonic()
         stamp = stamp_to_ns(msg.header.stamp)
-        if stamp in self.warm_stamps:
-            self.warm_answered += 1
+        if self.ledger.match(stamp, self.frames, received) is None:
             return
-        frame = self.frames.get(stamp)
-        if frame is None:
-            self.unmatched += 1
-            return
-        if frame.received_s is not None:
-            self.duplicates += 1
-            return
-        frame.received_s = received
-        self.answered += 1
         np.save(self.depth_dir / f"{stamp}.npy", depth_image_to_metres(msg))
         self.kept.append(stamp)
 
@@ -271,18 +259,18 @@ def _warm_up(player: _Player, first: dict, start_ns: int, timeout_s: float,
                            f"subscriptions to {', '.join(player.topics[k] for k in _PLAYED)} "
                            f"within {timeout_s:.0f} s")
     k = 0
-    while player.warm_answered == 0:
+    while player.ledger.warm_answered == 0:
         stamp = base + k * WARM_UP_STEP_NS
         for key in ("points", "image", "camera_info"):
             first[key].header.stamp = time_msg(stamp)
-        player.warm_stamps.add(stamp)
+        player.ledger.warm_stamps.add(stamp)
         player.publish_clock(stamp, force=True)
         for key in ("points", "image", "camera_info"):
             player.pubs[key].publish(first[key])
         k += 1
         step_end = min(time.monotonic() + 1.0 / WARM_UP_RATE_HZ, deadline)
-        player.spin_until(step_end, lambda: stamp, check, lambda: player.warm_answered > 0)
-        if time.monotonic() >= deadline and player.warm_answered == 0:
+        player.spin_until(step_end, lambda: stamp, check, lambda: player.ledger.warm_answered > 0)
+        if time.monotonic() >= deadline and player.ledger.warm_answered == 0:
             raise TimeoutError(f"the completion node is in the graph but answered none of {k} "
                                f"warm-up frames within {timeout_s:.0f} s")
     settle = time.monotonic() + 0.5  # late warm-up answers arrive and are ignored
@@ -381,7 +369,7 @@ def play_and_record(bag: str | Path, *, topics: Mapping[str, str] | None = None,
             warm_start = time.monotonic()
             _warm_up(player, first, start_ns, ready_timeout, process.check)
             warm_up_s = time.monotonic() - warm_start
-            player.warm_answered = 0
+            player.ledger.warm_answered = 0
 
             t0, t_first, lag_max = time.monotonic(), None, 0.0
             next_progress = t0 + 1.0
@@ -406,17 +394,17 @@ def play_and_record(bag: str | Path, *, topics: Mapping[str, str] | None = None,
                     player.frames.setdefault(stamp, LiveFrame(len(player.frames), stamp, sent))
                 if progress is not None and sent >= next_progress:
                     next_progress = sent + 1.0
-                    progress(len(player.frames), total, player.answered)
+                    progress(len(player.frames), total, player.ledger.answered)
             end = time.monotonic() + drain_s
             player.spin_until(end, bag_now, process.check,
-                              lambda: player.answered >= len(player.frames))
+                              lambda: player.ledger.answered >= len(player.frames))
             # Later answers are dropped frames; wait (bag time running on) for the node's
             # diagnostics to cover the end of the bag.
             player.recording, seen = False, player.diagnostics_seen
             player.spin_until(time.monotonic() + DIAGNOSTICS_WAIT_S / min(rate, 1.0), bag_now,
                               process.check, lambda: player.diagnostics_seen > seen)
             if progress is not None:
-                progress(len(player.frames), total, player.answered)
+                progress(len(player.frames), total, player.ledger.answered)
         finally:
             process.stop(timeout_s=5.0)
             if player is not None:
@@ -439,7 +427,7 @@ def play_and_record(bag: str | Path, *, topics: Mapping[str, str] | None = None,
         bag=str(bag), rate=rate, frames=len(frames), answered=len(latencies),
         dropped=len(frames) - len(latencies), latencies_ms=latencies, latency_p50_ms=p50,
         latency_p95_ms=p95, metrics=metrics, bands=bands, scored=scored, per_frame=frames,
-        diagnostics=dict(player.diagnostics), unmatched_depths=player.unmatched,
-        duplicate_depths=player.duplicates, player_lag_ms_max=max(lag_max, 0.0),
+        diagnostics=dict(player.diagnostics), unmatched_depths=player.ledger.unmatched,
+        duplicate_depths=player.ledger.duplicates, player_lag_ms_max=max(lag_max, 0.0),
         warm_up_s=warm_up_s, node_log=str(process.log_path) if process.log_path else None,
         samples=samples)
