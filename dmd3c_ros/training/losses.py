@@ -380,14 +380,18 @@ class FocalDepthResponseLoss(nn.Module):
         return _wmean(w * err, m)
 
 
-class GaussianNLL(nn.Module):
-    """Gaussian negative log-likelihood with a predicted std sigma (metres, clamped >= min_std):
-    L = mean_m [ (d - mu)^2 / (2 sigma^2) + log sigma + log(2 pi) / 2 ] (nats per pixel).
-    Per pixel minimised at sigma = |d - mu|; over Gaussian errors at their true std."""
+class _StdNLL(nn.Module):
+    """A negative log-likelihood of a predicted std sigma, clamped to at least ``min_std``."""
 
     def __init__(self, min_std: float = 1e-3):
         super().__init__()
         self.min_std = min_std
+
+
+class GaussianNLL(_StdNLL):
+    """Gaussian negative log-likelihood with a predicted std sigma (metres, clamped >= min_std):
+    L = mean_m [ (d - mu)^2 / (2 sigma^2) + log sigma + log(2 pi) / 2 ] (nats per pixel).
+    Per pixel minimised at sigma = |d - mu|; over Gaussian errors at their true std."""
 
     def forward(self, pred: Tensor, std: Tensor, target: Tensor,
                 mask: Tensor | None = None) -> Tensor:
@@ -397,14 +401,10 @@ class GaussianNLL(nn.Module):
         return _wmean(nll, m)
 
 
-class LaplacianNLL(nn.Module):
+class LaplacianNLL(_StdNLL):
     """Laplacian negative log-likelihood parameterised by its std sigma (b = sigma / sqrt 2):
     L = mean_m [ |d - mu| / b + log(2 b) ] (nats per pixel). Per pixel minimised at
     b = |d - mu|; over Laplacian errors at their true std."""
-
-    def __init__(self, min_std: float = 1e-3):
-        super().__init__()
-        self.min_std = min_std
 
     def forward(self, pred: Tensor, std: Tensor, target: Tensor,
                 mask: Tensor | None = None) -> Tensor:

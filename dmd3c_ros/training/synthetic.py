@@ -242,13 +242,14 @@ class CropSampler:
         rng = np.random.default_rng([self.seed, *[int(k) for k in key]])
         name = self.files[int(rng.integers(len(self.files)))]
         data = np.load(self.root / name)
-        h, w = data["depth"].shape
+        full_rgb = data["rgb"]  # each array is read once (pretrain never reads the ground truth)
+        h, w = full_rgb.shape[:2]
         ch, cw = self.crop
         top0 = max(0, h - self.rows)
         y0 = int(rng.integers(top0, h - ch + 1))
         x0 = int(rng.integers(0, w - cw + 1))
         crop = (slice(y0, y0 + ch), slice(x0, x0 + cw))
-        rgb = data["rgb"][crop]
+        rgb = full_rgb[crop]
         if self.stage == "pretrain":
             target, sparse, ring = data["pseudo_depth"], data["pseudo_sparse"], data["pseudo_ring"]
         else:
