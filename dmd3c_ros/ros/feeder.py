@@ -38,7 +38,7 @@ from dmd3c_ros.ros.adapters import (array_to_image, camera_to_camera_info, depth
 from dmd3c_ros.ros.sync import stamp_to_ns
 
 __all__ = ["KittiFrame", "load_kitti_frame", "frame_messages", "StreamDriver", "StreamReport",
-           "FrameRecord", "AnswerLedger"]
+           "FrameRecord", "SentFrame", "AnswerLedger"]
 
 IMAGE_FRAME_ID = "camera_2_optical"
 LIDAR_FRAME_ID = "velodyne"
@@ -161,22 +161,28 @@ def frame_messages(frame: KittiFrame, stamp, *, image_frame_id: str = IMAGE_FRAM
 # ------------------------------------------------------------------------------------ report
 
 @dataclass
-class FrameRecord:
-    """One published frame and its answer (times are time.monotonic() seconds)."""
+class SentFrame:
+    """One published image and when its depth answer came (time.monotonic() seconds)."""
 
     index: int
     stamp_ns: int
     sent_s: float
     received_s: float | None = None
-    header_equal: bool | None = None   # depth header == image header (stamp and frame_id)
-    encoding: str | None = None
-    size: tuple[int, int] | None = None  # (width, height) of the depth image
 
     @property
     def latency_ms(self) -> float | None:
         if self.received_s is None:
             return None
         return (self.received_s - self.sent_s) * 1000.0  # s to ms
+
+
+@dataclass
+class FrameRecord(SentFrame):
+    """One frame of the stream feeder and what its answer looked like."""
+
+    header_equal: bool | None = None   # depth header == image header (stamp and frame_id)
+    encoding: str | None = None
+    size: tuple[int, int] | None = None  # (width, height) of the depth image
 
 
 @dataclass

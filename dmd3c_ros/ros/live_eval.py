@@ -44,7 +44,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from dmd3c_ros.core.io import json_safe
 from dmd3c_ros.core.metrics import BANDS, average_metrics, frame_metrics
 from dmd3c_ros.ros.adapters import depth_image_to_metres, image_to_rgb
-from dmd3c_ros.ros.feeder import AnswerLedger, time_msg
+from dmd3c_ros.ros.feeder import AnswerLedger, SentFrame, time_msg
 from dmd3c_ros.ros.sync import stamp_to_ns
 from dmd3c_ros.ros.graph import NodeProcess, free_domain_id, ros_process_env, setup_process_env
 
@@ -64,21 +64,11 @@ WARM_UP_STEP_NS = 10**8       # 0.1 s between warm-up stamps
 
 
 @dataclass
-class LiveFrame:
-    """One played image (times are time.monotonic() seconds)."""
+class LiveFrame(SentFrame):
+    """One played image of the bag and the scores of its answer."""
 
-    index: int
-    stamp_ns: int
-    sent_s: float
-    received_s: float | None = None
     metrics: dict[str, float] | None = None  # None: not answered, or no ground truth for it
     bands: dict[str, dict] | None = None     # metrics per distance band (core.metrics.BANDS)
-
-    @property
-    def latency_ms(self) -> float | None:
-        if self.received_s is None:
-            return None
-        return (self.received_s - self.sent_s) * 1000.0  # s to ms
 
 
 @dataclass
