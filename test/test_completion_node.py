@@ -2,6 +2,7 @@
 covered by test_node_process.py)."""
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -38,6 +39,25 @@ class ConstantMono(Backend):
 
     def _infer(self, rgb, sparse):
         return Prediction(np.full(rgb.shape[:2], 5.0, np.float32))
+
+
+class WithSigma(Backend):
+    """5 m everywhere with a 0.5 m standard deviation when asked for one; records the asks."""
+    name = "with_sigma"
+    supports_mono = True
+    spec = SimpleNamespace(uncertainty_output="sigma")
+
+    def __init__(self):
+        self.asked = []
+
+    def _infer_many(self, rgbs, sparses, *, uncertainty=True):
+        self.asked.append(uncertainty)
+        return [Prediction(np.full(rgb.shape[:2], 5.0, np.float32),
+                           np.full(rgb.shape[:2], 0.5, np.float32) if uncertainty else None)
+                for rgb in rgbs]
+
+    def _infer(self, rgb, sparse):  # not used: _infer_many answers
+        raise AssertionError("unreachable")
 
 
 class Slow(Backend):
@@ -269,6 +289,25 @@ def test_optional_outputs(graph):
     assert color.encoding == "rgb8" and image_to_array(color).shape == (60, 80, 3)
     cloud = harness.clouds[0]
     assert cloud.header == harness.depth[0].header and cloud.width > 1000
+
+
+def test_uncertainty_is_computed_only_for_a_subscriber(graph):
+    start, _ = graph
+    backend = WithSigma()
+    node, harness = start(inject=backend)
+    backend.asked.clear()
+    harness.send()
+    assert wait_until(lambda: harness.depth)
+    assert backend.asked == [False]        # nobody listens to depth/uncertainty yet
+    sigmas = []
+    harness.create_subscription(Image, "depth/uncertainty", sigmas.append, 10)
+    assert wait_until(lambda: node.pub_sigma.get_subscription_count() >= 1)
+    harness.send()
+    assert wait_until(lambda: sigmas)
+    assert backend.asked[-1] is True
+    sigma = image_to_array(sigmas[0])
+    assert sigmas[0].encoding == "32FC1" and np.allclose(sigma, 0.5)
+    assert sigmas[0].header == harness.depth[-1].header
 
 
 @pytest.mark.parametrize("parameters, message", [

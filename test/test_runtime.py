@@ -9,12 +9,14 @@ import yaml
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from dmd3c_ros.core.camera import PinholeCamera  # noqa: E402
 from dmd3c_ros.runtime import factory  # noqa: E402
 from dmd3c_ros.runtime.base import (BackendError, BackendUnavailableError,  # noqa: E402
                                     MonoNotSupportedError, Prediction)
 from dmd3c_ros.runtime.factory import create_backend, resolve_backend_name  # noqa: E402
 from dmd3c_ros.runtime.network import NetworkIO  # noqa: E402
 from dmd3c_ros.runtime.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
+from dmd3c_ros.runtime.pipeline import CompletionPipeline  # noqa: E402
 from dmd3c_ros.runtime.spec import ModelSpec, ModelSpecError, load_spec, write_spec  # noqa: E402
 from dmd3c_ros.runtime.tensorrt_backend import TensorRTBackend, engine_key  # noqa: E402
 from dmd3c_ros.runtime.torch_backend import TorchBackend  # noqa: E402
@@ -184,6 +186,26 @@ def test_infer_batch_matches_single_frames(spec, model):
         assert_same(a, b)
         assert_same(a, ort_backend.infer(rgb, sparse), atol=1e-5)
     assert ort_backend.infer_batch([]) == []
+
+
+def test_uncertainty_can_be_left_out_and_stages_are_timed(spec):
+    backend = OnnxRuntimeBackend(spec)
+    rgb, sparse = frame(120, 300, 4)
+    full = backend.infer(rgb, sparse)
+    stages = dict(backend.last_timings_ms)
+    assert set(stages) == {"preprocess", "inference", "postprocess"}
+    assert all(v > 0 for v in stages.values())
+    lean = backend.infer(rgb, sparse, uncertainty=False)
+    assert full.uncertainty is not None and lean.uncertainty is None
+    np.testing.assert_array_equal(lean.depth, full.depth)
+    (lean,) = backend.infer_batch([rgb], [sparse], uncertainty=False)
+    assert lean.uncertainty is None
+    # The pipeline passes the choice on and reports the backend's stages next to its own.
+    camera = PinholeCamera.from_intrinsics(200.0, 200.0, 150.0, 60.0, 300, 120)
+    for wanted in (True, False):
+        result = CompletionPipeline(backend).run(rgb, camera, uncertainty=wanted)  # mono
+        assert (result.uncertainty is not None) == wanted
+        assert {"projection", "preprocess", "inference", "postprocess"} <= set(result.timings_ms)
 
 
 def test_static_batch_model_runs_in_chunks(model, tmp_path):

@@ -32,10 +32,47 @@ def project_to_depth(points: np.ndarray, camera: PinholeCamera,
         (H, W) float32 depth along the optical axis in metres, 0 = no return. Where several points
         land on one pixel the nearest wins (z-buffer), as a real range sensor would see it.
     """
-    visible, u, v, depth = project_points(points, camera, lidar_to_camera, min_depth=min_depth,
-                                          max_depth=max_depth)
-    flat = v[visible] * camera.width + u[visible]
-    return _zbuffer(flat, depth[visible], camera.height, camera.width)
+    index, u, v, depth = _visible_pixels(points, camera, lidar_to_camera, min_depth, max_depth)
+    return zbuffer(v * camera.width + u, depth, camera.height, camera.width)
+
+
+def _pixel_matrix(camera: PinholeCamera, lidar_to_camera) -> np.ndarray:
+    """The (3, 4) matrix P . T that takes LiDAR points straight to homogeneous pixels."""
+    if lidar_to_camera is None:
+        return camera.P
+    return camera.P @ np.asarray(lidar_to_camera, dtype=np.float64).reshape(4, 4)
+
+
+def _visible_pixels(points, camera: PinholeCamera, lidar_to_camera, min_depth: float,
+                    max_depth: float):
+    """(index, u, v, depth) of the points that land in the image within the depth range: their
+    row in ``points``, int64 column and row, float64 metres. Pixels are computed only for the
+    points within the depth range (a 360 degree sweep has most of its points behind or beside
+    the camera)."""
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] < 3:
+        raise ValueError(f"points must be (N, >=3), got shape {points.shape}")
+    M = _pixel_matrix(camera, lidar_to_camera)
+    low, high = max(min_depth, 1e-6), max_depth
+    xyz = points[:, :3]
+    with np.errstate(invalid="ignore", over="ignore"):
+        if xyz.dtype == np.float32:  # a cheap float32 pre-selection with a margin ...
+            rough = xyz @ M[2, :3].astype(np.float32) + np.float32(M[2, 3])
+            margin = 1e-3 * (1.0 + np.abs(rough))
+            index = np.flatnonzero((rough >= low - margin) & (rough <= high + margin))
+        else:
+            index = np.arange(len(xyz))
+        # ... then the exact float64 pixels of the points left: one (k, 3) x (3, 3) product.
+        near = np.take(points, index, axis=0)[:, :3].astype(np.float64)  # rows: fast gather
+        pixels = near @ np.ascontiguousarray(M[:, :3].T) + M[:, 3]
+        depth = pixels[:, 2]
+        keep = (depth >= low) & (depth <= high)  # NaN fails
+        index, pixels, depth = index[keep], pixels[keep], depth[keep]
+        u = np.floor(pixels[:, 0] / depth + 0.5)  # nearest pixel centre
+        v = np.floor(pixels[:, 1] / depth + 0.5)
+        inside = (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
+    return (index[inside], u[inside].astype(np.int64), v[inside].astype(np.int64),
+            depth[inside])
 
 
 def project_points(points: np.ndarray, camera: PinholeCamera,
@@ -52,9 +89,7 @@ def project_points(points: np.ndarray, camera: PinholeCamera,
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] < 3:
         raise ValueError(f"points must be (N, >=3), got shape {points.shape}")
-    # One (3, 4) matrix takes LiDAR points straight to homogeneous pixels: P . T.
-    M = camera.P if lidar_to_camera is None \
-        else camera.P @ np.asarray(lidar_to_camera, dtype=np.float64).reshape(4, 4)
+    M = _pixel_matrix(camera, lidar_to_camera)
     xyz = points[:, :3].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         depth = xyz @ M[2, :3] + M[2, 3]
@@ -67,15 +102,25 @@ def project_points(points: np.ndarray, camera: PinholeCamera,
     return visible, u, v, depth
 
 
-def _zbuffer(flat_index: np.ndarray, depth: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Scatter depths into an (H, W) float32 image keeping the smallest depth per pixel."""
+def zbuffer(flat_index: np.ndarray, depth: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scatter depths into a new (H, W) float32 image keeping the smallest depth per pixel.
+
+    flat_index: (N,) int pixel indices ``row * width + col``; depth: (N,) metres, > 0. Pixels no
+    index reaches are 0 (no value).
+    """
     image = np.zeros(height * width, dtype=np.float32)
     if flat_index.size:
-        order = np.lexsort((depth, flat_index))  # by pixel, then nearest first
-        flat_sorted = flat_index[order]
-        first = np.ones(flat_sorted.size, dtype=bool)
-        first[1:] = flat_sorted[1:] != flat_sorted[:-1]
-        image[flat_sorted[first]] = depth[order][first]
+        bits = np.asarray(depth, dtype=np.float32).view(np.uint32)
+        if np.any(bits >> 31):  # the sign bit: a negative depth (or -0.0, -NaN)
+            raise ValueError("zbuffer needs depths > 0")
+        # One int64 sort by (pixel, depth): a positive float32's bits order like the float, so
+        # the key holds the pixel in its high half and the exact depth in its low half.
+        key = (np.asarray(flat_index, dtype=np.int64) << 32) | bits.astype(np.int64)
+        key.sort()
+        pixel = key >> 32
+        first = np.ones(key.size, dtype=bool)  # the nearest return of each pixel
+        first[1:] = pixel[1:] != pixel[:-1]
+        image[pixel[first]] = (key[first] & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
     return image.reshape(height, width)
 
 

@@ -192,13 +192,23 @@ def pointcloud2_to_xyz(msg: PointCloud2) -> np.ndarray:
             raise MessageError(f"PointCloud2.fields[{name!r}].count {field.count} is not "
                                "supported: x, y, z must have count 1")
     view = _cloud_view(msg, ("x", "y", "z"))
-    points = np.empty((height, width, 3), np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32 -> inf: dropped
-        for axis, name in enumerate(("x", "y", "z")):
-            points[..., axis] = view[name]
-    points = points.reshape(-1, 3)
-    finite = np.isfinite(points).all(axis=1)
-    return points if finite.all() else points[finite]
+    fields = [_field(msg, name) for name in ("x", "y", "z")]
+    if (not msg.is_bigendian and [f.offset for f in fields] == [0, 4, 8]
+            and all(f.datatype == FLOAT32 for f in fields) and int(msg.point_step) % 4 == 0
+            and int(msg.row_step) == width * int(msg.point_step)):
+        # The common layout (PCL, Velodyne and Ouster drivers): one strided copy.
+        floats = _bytes(msg.data).view("<f4").reshape(-1, int(msg.point_step) // 4)
+        points = floats[:, :3].astype(np.float32)  # a native-order copy
+    else:
+        points = np.empty((height, width, 3), np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32 -> inf
+            for axis, name in enumerate(("x", "y", "z")):
+                points[..., axis] = view[name]
+        points = points.reshape(-1, 3)
+    finite = np.isfinite(points)
+    if finite.all():  # one pass; a per-row all() is ~10x slower
+        return points
+    return points[finite[:, 0] & finite[:, 1] & finite[:, 2]]
 
 
 def pointcloud2_fields(msg: PointCloud2, names) -> dict[str, np.ndarray]:

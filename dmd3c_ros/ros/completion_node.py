@@ -4,7 +4,7 @@ Subscriptions (sensor-data QoS): ``image``, ``camera_info``, ``points``, approxi
 synchronised within ``sync_slop``. Callbacks only hand the frame to a worker thread through a
 one-slot drop-oldest queue; the worker decodes, projects, infers and publishes ``depth`` (32FC1
 metres, the image's header), ``depth/camera_info``, ``depth/uncertainty`` (when the model gives
-it), optionally ``depth/points`` and ``depth/colorized``, and ``/diagnostics`` once a second.
+it and the topic has a subscriber), optionally ``depth/points`` and ``depth/colorized``, and ``/diagnostics`` once a second.
 Without LiDAR for ``lidar_timeout`` seconds, a model that supports it runs camera-only (mono).
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dmd3c_ros.ros.params import declare_parameters, read_config
 from dmd3c_ros.ros.slot import LatestSlot
 from dmd3c_ros.ros.sync import header_stamp_ns, make_synchronizers
 from dmd3c_ros.runtime.base import Backend, BackendError, MonoNotSupportedError
-from dmd3c_ros.runtime.factory import create_backend
+from dmd3c_ros.runtime.factory import create_backend, resolve_backend_name
 from dmd3c_ros.runtime.pipeline import CompletionPipeline
 from dmd3c_ros.runtime.spec import ModelSpecError
 
@@ -64,9 +64,14 @@ class CompletionNode(Node):
         try:
             self.config = read_config(self)
             if backend is None:
+                options = {}
+                if resolve_backend_name(self.config.backend) == "tensorrt":
+                    # A missing engine is built here, before the first frame: say so in the log.
+                    options["progress"] = self.get_logger().info
                 backend = create_backend(self.config.backend, self.config.model or None,
                                          precision=self.config.precision,
-                                         engine_cache_dir=self.config.engine_cache_dir or None)
+                                         engine_cache_dir=self.config.engine_cache_dir or None,
+                                         **options)
         except (ConfigError, ModelSpecError, BackendError) as error:
             raise StartupError(str(error)) from error
         self.backend = backend
@@ -78,6 +83,9 @@ class CompletionNode(Node):
             self._start_tf()
         self.faults = FaultLog(self.get_logger())
         self.latency_ms = RollingStats()
+        # Where the latency goes (ms per frame): queued (image received -> worker starts),
+        # decode, the pipeline's stages, publish.
+        self.stage_ms: dict[str, RollingStats] = {}
         self._arrivals: OrderedDict[int, float] = OrderedDict()
         self._first_image: float | None = None
         self._last_sweep: float | None = None
@@ -203,6 +211,8 @@ class CompletionNode(Node):
         return transform_from_quaternion((tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w))
 
     def _process(self, frame: Frame) -> None:
+        started = time.monotonic()
+        self._stage("queued", (started - frame.received) * 1000.0)  # s to ms
         try:
             rgb = image_to_rgb(frame.image)
             camera = camera_info_to_camera(frame.info)
@@ -211,7 +221,10 @@ class CompletionNode(Node):
                 points = pointcloud2_to_xyz(frame.points)
                 if len(points):
                     extrinsic = self._lidar_to_camera(frame.image, frame.points)
-            result = self.pipeline.run(rgb, camera, points, extrinsic)
+            # The uncertainty is mapped back to the image only while someone subscribes to it.
+            wanted = self.pub_sigma is not None and self.pub_sigma.get_subscription_count() > 0
+            decoded = time.monotonic()
+            result = self.pipeline.run(rgb, camera, points, extrinsic, uncertainty=wanted)
         except MessageError as error:
             self.faults.report("bad_input", ERROR, f"frame skipped: {error}")
             return
@@ -225,9 +238,18 @@ class CompletionNode(Node):
         except Exception as error:  # a backend failure must not end the worker
             self.faults.report("internal", ERROR, f"frame failed: {error!r}")
             return
+        self._stage("decode", (decoded - started) * 1000.0)  # s to ms
+        for name, ms in result.timings_ms.items():
+            self._stage(name, ms)
         self._publish(frame, camera, result)
 
+    def _stage(self, name: str, ms: float) -> None:
+        if name not in self.stage_ms:
+            self.stage_ms[name] = RollingStats()
+        self.stage_ms[name].add(ms)
+
     def _publish(self, frame: Frame, camera, result) -> None:
+        start = time.monotonic()
         header = frame.image.header
         stamp = header_stamp_ns(frame.image)
         if stamp == self._last_stamp:
@@ -245,7 +267,9 @@ class CompletionNode(Node):
             colored = colorize_depth(result.depth, max(self.config.min_depth, 1.0),
                                      self.config.max_depth)
             self.pub_color.publish(array_to_image(colored, "rgb8", header))
-        self.latency_ms.add((time.monotonic() - frame.received) * 1000.0)  # s to ms
+        now = time.monotonic()
+        self._stage("publish", (now - start) * 1000.0)  # s to ms
+        self.latency_ms.add((now - frame.received) * 1000.0)  # s to ms
         self._mode = result.mode
         self._published += 1
 
@@ -262,7 +286,9 @@ class CompletionNode(Node):
                 "dropped_frames": self.slot.dropped,
                 "lidar_age_s": self.lidar_age() if self._last_sweep else "no sweep yet",
                 "faults": self.faults.total(),
-                "synchronizer": getattr(self.sync, "implementation", "")}
+                "synchronizer": getattr(self.sync, "implementation", ""),
+                **{f"{name}_p50_ms": stats.percentile(50)
+                   for name, stats in list(self.stage_ms.items())}}
 
     def _publish_diagnostics(self) -> None:
         values = self.status_values()

@@ -43,14 +43,21 @@ class Prediction:
 
 
 def sanitize_sparse(sparse: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
-    """A new (H, W) float32 sparse map in metres where NaN, inf and negatives became 0 (no value).
+    """An (H, W) float32 sparse map in metres where NaN, inf and negatives are 0 (no value).
 
-    ``None`` gives all zeros (mono mode). The input is never modified.
+    ``None`` gives all zeros (mono mode). The input is never modified: a clean float32 input
+    (what ``project_to_depth`` makes) comes back as it is, anything else as a cleaned copy. Backends
+    only read it.
     """
     if sparse is None:
         return np.zeros(shape, dtype=np.float32)
-    clean = np.asarray(sparse, dtype=np.float32).copy()
-    clean[~np.isfinite(clean) | (clean < 0)] = 0.0
+    array = np.asarray(sparse, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        bad = ~((array >= 0) & (array < np.inf))  # NaN fails both
+    if not bad.any():
+        return array
+    clean = array.copy()
+    clean[bad] = 0.0
     return clean
 
 
@@ -95,21 +102,28 @@ class Backend(abc.ABC):
     name: str = "backend"
     supports_mono: bool = False
 
-    def infer(self, rgb: np.ndarray, sparse: np.ndarray | None = None) -> Prediction:
+    def infer(self, rgb: np.ndarray, sparse: np.ndarray | None = None, *,
+              uncertainty: bool = True) -> Prediction:
         """Complete one frame; see the module docstring for shapes, dtypes and units.
+
+        ``uncertainty=False`` skips mapping the uncertainty back to the image (its
+        Prediction.uncertainty is None): for callers nobody asks for it, e.g. a node whose
+        ``depth/uncertainty`` topic has no subscriber.
 
         Raises:
             ValueError: malformed inputs.
             MonoNotSupportedError: sparse is None or empty and the backend needs LiDAR.
             BackendError: the engine failed.
         """
-        return self.infer_batch([rgb], [sparse])[0]
+        return self.infer_batch([rgb], [sparse], uncertainty=uncertainty)[0]
 
     def infer_batch(self, rgbs: Sequence[np.ndarray],
-                    sparses: Sequence[np.ndarray | None] | None = None) -> list[Prediction]:
+                    sparses: Sequence[np.ndarray | None] | None = None, *,
+                    uncertainty: bool = True) -> list[Prediction]:
         """Complete several frames (e.g. the cameras of one sweep); one Prediction per frame.
 
         ``sparses`` may be None (all mono) or hold None entries. Images may differ in size.
+        ``uncertainty`` as for :meth:`infer`.
         """
         rgbs = list(rgbs)
         sparses = [None] * len(rgbs) if sparses is None else list(sparses)
@@ -125,10 +139,13 @@ class Backend(abc.ABC):
                         "supports_mono: true")
         if not checked:
             return []
-        return self._infer_many([c[0] for c in checked], [c[1] for c in checked])
+        return self._infer_many([c[0] for c in checked], [c[1] for c in checked],
+                                uncertainty=uncertainty)
 
-    def _infer_many(self, rgbs: list[np.ndarray], sparses: list[np.ndarray]) -> list[Prediction]:
-        """Validated frames in, predictions out; the default runs them one at a time."""
+    def _infer_many(self, rgbs: list[np.ndarray], sparses: list[np.ndarray], *,
+                    uncertainty: bool = True) -> list[Prediction]:
+        """Validated frames in, predictions out; the default runs them one at a time (and
+        leaves the uncertainty to :meth:`_infer`)."""
         return [self._infer(rgb, sparse) for rgb, sparse in zip(rgbs, sparses)]
 
     @abc.abstractmethod

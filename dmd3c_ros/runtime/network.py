@@ -12,6 +12,7 @@ Post-processing:
 from __future__ import annotations
 
 import abc
+import time
 
 import numpy as np
 
@@ -25,8 +26,10 @@ class NetworkIO:
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
-        self._mean = np.asarray(spec.rgb_mean, dtype=np.float32).reshape(3, 1, 1)  # 0-255 scale
-        self._std = np.asarray(spec.rgb_std, dtype=np.float32).reshape(3, 1, 1)    # 0-255 scale
+        # (x - mean) / std as (x - mean) * (1 / std), per channel, 0-255 scale.
+        self._mean = [np.float32(v) for v in spec.rgb_mean]
+        self._inv_std = [np.float32(1.0) / np.float32(v) for v in spec.rgb_std]
+        self._inv_scale = np.float32(1.0) / np.float32(spec.depth_scale)
         self._transforms: dict[tuple[int, int], InputTransform] = {}
 
     def transform(self, width: int, height: int) -> InputTransform:
@@ -50,11 +53,15 @@ class NetworkIO:
         for index, (rgb, sparse) in enumerate(zip(rgbs, sparses)):
             transform = self.transform(rgb.shape[1], rgb.shape[0])
             transforms.append(transform)
-            chw = transform.apply_rgb(rgb).transpose(2, 0, 1).astype(np.float32)
-            rgb_batch[index] = (chw - self._mean) / self._std
+            small = transform.apply_rgb(rgb)
+            for channel in range(3):  # in place, one plane at a time: no (3, h, w) temporaries
+                plane = rgb_batch[index, channel]
+                plane[...] = small[:, :, channel]
+                plane -= self._mean[channel]
+                plane *= self._inv_std[channel]
             # metres -> network units: the network sees depth / depth_scale.
-            sparse_batch[index, 0] = transform.apply_sparse(sparse) / np.float32(
-                self.spec.depth_scale)
+            np.multiply(transform.apply_sparse(sparse), self._inv_scale,
+                        out=sparse_batch[index, 0])
         feeds = {self.spec.rgb_input: rgb_batch, self.spec.sparse_input: sparse_batch}
         return feeds, transforms
 
@@ -71,23 +78,24 @@ class NetworkIO:
                                f"{np.shape(outputs[name])}, expected ({count}, 1, {h}, {w})")
         return array
 
-    def finish(self, outputs: dict[str, np.ndarray], transforms: list[InputTransform]
-               ) -> list[Prediction]:
-        """Network outputs {name: (N, 1, h, w) array} -> one full-size Prediction per frame."""
+    def finish(self, outputs: dict[str, np.ndarray], transforms: list[InputTransform], *,
+               uncertainty: bool = True) -> list[Prediction]:
+        """Network outputs {name: (N, 1, h, w) array} -> one full-size Prediction per frame
+        (without its uncertainty when ``uncertainty`` is False)."""
         spec = self.spec
         count = len(transforms)
         low, high = spec.depth_range
-        # network units -> metres.
+        # network units -> metres (new arrays, then changed in place).
         depth = self._maps(outputs, spec.depth_output, count) * np.float32(spec.depth_scale)
-        depth[~np.isfinite(depth)] = np.nan
-        depth = np.clip(depth, low, high)  # NaN stays NaN
+        depth[np.isinf(depth)] = np.nan
+        np.clip(depth, low, high, out=depth)  # NaN stays NaN
         sigma = None
-        if spec.uncertainty_output:
+        if spec.uncertainty_output and uncertainty:
             # network units -> metres (a standard deviation scales like depth).
             sigma = self._maps(outputs, spec.uncertainty_output, count) * np.float32(
                 spec.depth_scale)
-            sigma[~np.isfinite(sigma) | np.isnan(depth)] = np.nan
-            sigma = np.maximum(sigma, 0.0)  # NaN stays NaN
+            sigma[np.isinf(sigma) | np.isnan(depth)] = np.nan
+            np.maximum(sigma, 0.0, out=sigma)  # NaN stays NaN
         predictions = []
         for index, transform in enumerate(transforms):
             full_depth = transform.restore(depth[index])
@@ -103,9 +111,12 @@ class NetworkBackend(Backend):
     """A backend that runs a network described by a ModelSpec; frames are batched.
 
     Subclasses implement :meth:`_run` and may set :attr:`max_batch` (None = unlimited).
+    After each call :attr:`last_timings_ms` holds the milliseconds it spent per stage
+    (``preprocess``, ``inference``, ``postprocess``), summed over its batches.
     """
 
     max_batch: int | None = None
+    last_timings_ms: dict[str, float] = {}
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -119,11 +130,21 @@ class NetworkBackend(Backend):
     def _infer(self, rgb: np.ndarray, sparse: np.ndarray) -> Prediction:
         return self._infer_many([rgb], [sparse])[0]
 
-    def _infer_many(self, rgbs: list[np.ndarray], sparses: list[np.ndarray]) -> list[Prediction]:
+    def _infer_many(self, rgbs: list[np.ndarray], sparses: list[np.ndarray], *,
+                    uncertainty: bool = True) -> list[Prediction]:
         step = self.max_batch or len(rgbs)
         predictions: list[Prediction] = []
+        timings = dict.fromkeys(("preprocess", "inference", "postprocess"), 0.0)
         for start in range(0, len(rgbs), step):
+            t0 = time.perf_counter()
             feeds, transforms = self.io.prepare(rgbs[start:start + step],
                                                 sparses[start:start + step])
-            predictions.extend(self.io.finish(self._run(feeds), transforms))
+            t1 = time.perf_counter()
+            outputs = self._run(feeds)
+            t2 = time.perf_counter()
+            predictions.extend(self.io.finish(outputs, transforms, uncertainty=uncertainty))
+            t3 = time.perf_counter()
+            for key, seconds in zip(timings, (t1 - t0, t2 - t1, t3 - t2)):
+                timings[key] += seconds * 1000.0  # s to ms
+        self.last_timings_ms = timings
         return predictions

@@ -22,7 +22,9 @@ class FrameResult:
     uncertainty: (H, W) float32 standard deviation in metres, or None.
     mode: "completion" (with LiDAR) or "mono" (camera only).
     sparse_pixels: LiDAR returns that landed in the image.
-    timings_ms: per stage ("projection", "inference").
+    timings_ms: milliseconds per stage: "projection" and "inference"; network backends split
+        the latter into "preprocess", "inference" (the network alone) and "postprocess" (which
+        includes the pipeline's range filter).
     """
 
     depth: np.ndarray
@@ -45,7 +47,8 @@ class CompletionPipeline:
         return bool(self.backend.supports_mono)
 
     def run(self, rgb: np.ndarray, camera: PinholeCamera, points: np.ndarray | None = None,
-            lidar_to_camera: np.ndarray | None = None) -> FrameResult:
+            lidar_to_camera: np.ndarray | None = None, *, uncertainty: bool = True
+            ) -> FrameResult:
         """Complete one frame.
 
         Args:
@@ -54,6 +57,8 @@ class CompletionPipeline:
             points: (N, >=3) LiDAR points in metres, or None / empty for a frame without LiDAR.
             lidar_to_camera: (4, 4) transform LiDAR frame -> camera optical frame (None: the
                 points are already in the camera frame).
+            uncertainty: False = leave FrameResult.uncertainty None (nobody wants it: saves
+                mapping it back to the image).
         Raises:
             ValueError: image and camera sizes differ.
             MonoNotSupportedError: no LiDAR pixel and a backend that needs LiDAR.
@@ -76,14 +81,20 @@ class CompletionPipeline:
                     f"no LiDAR return lands in the image and backend '{self.backend.name}' "
                     "cannot complete without LiDAR")
         start = time.perf_counter()
-        prediction = self.backend.infer(rgb, sparse)
+        prediction = self.backend.infer(rgb, sparse, uncertainty=uncertainty)
         timings["inference"] = (time.perf_counter() - start) * 1000.0  # s to ms
-        depth = prediction.depth
-        out_of_range = ~((depth >= self.min_depth) & (depth <= self.max_depth))  # NaN too
-        if out_of_range.any():
+        stages = getattr(self.backend, "last_timings_ms", None)
+        if stages:  # a network backend splits it into pre-processing, network, post-processing
+            timings.update(stages)
+        start = time.perf_counter()
+        depth, uncertainty = prediction.depth, prediction.uncertainty
+        with np.errstate(invalid="ignore"):
+            out_of_range = (depth < self.min_depth) | (depth > self.max_depth)  # NaN: False
+        if out_of_range.any():  # copies: the backend's arrays are left as they were
             depth = np.where(out_of_range, np.float32(np.nan), depth)
-        uncertainty = prediction.uncertainty
-        if uncertainty is not None and out_of_range.any():
-            uncertainty = np.where(out_of_range, np.float32(np.nan), uncertainty)
+            if uncertainty is not None:
+                uncertainty = np.where(out_of_range, np.float32(np.nan), uncertainty)
+        if stages:
+            timings["postprocess"] += (time.perf_counter() - start) * 1000.0  # s to ms
         return FrameResult(depth.astype(np.float32, copy=False), uncertainty,
                            "completion" if sparse is not None else "mono", sparse_pixels, timings)
