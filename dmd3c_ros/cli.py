@@ -286,14 +286,15 @@ def _run_train(args) -> int:
 def _add_export(subparsers) -> None:
     p = subparsers.add_parser(
         "export", help="export trained student weights as ONNX + model spec (parity checked)",
-        description="Write OUT/NAME.onnx, OUT/NAME.safetensors and the model spec OUT/NAME.yaml "
-                    "from a student weights file (a training run's best.safetensors), then "
-                    "check that ONNX Runtime matches PyTorch (LiDAR and mono inputs).")
-    p.add_argument("--weights", required=True, help="student weights (.safetensors, model.* "
-                                                    "tensors, 'variant' metadata)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--name", required=True, help="model name (file stem and spec name)")
-    p.add_argument("--variant", help="student variant (default: the weights' metadata)")
+        description="Write NAME.onnx, NAME.safetensors and the model spec NAME.yaml (with the "
+                    "ONNX file's sha256) beside OUT from a student checkpoint (a training run's "
+                    "best.safetensors or last.safetensors), then check that ONNX Runtime "
+                    "matches PyTorch on seeded random LiDAR and mono inputs (relative error "
+                    "<= 1e-3).")
+    p.add_argument("checkpoint", help="student checkpoint (.safetensors with model.* tensors "
+                                      "and 'variant' metadata)")
+    p.add_argument("--out", required=True, help="the ONNX file to write, e.g. models/NAME.onnx")
+    p.add_argument("--variant", help="student variant (default: the checkpoint's metadata)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=(352, 1216),
                    help="network input height and width, multiples of 32 (default 352 1216)")
     p.set_defaults(func=_run_export)
@@ -301,10 +302,21 @@ def _add_export(subparsers) -> None:
 
 def _run_export(args) -> int:
     from .training.export import export_student
-    result = export_student(args.weights, args.out, args.name, variant=args.variant,
+    out = Path(args.out)
+    if out.suffix != ".onnx":
+        raise ValueError(f"--out must name the ONNX file to write (e.g. models/NAME.onnx), got "
+                         f"{args.out}")
+    result = export_student(args.checkpoint, out.parent, out.stem, variant=args.variant,
                             input_size=tuple(args.input_size))
     print(json.dumps(result, indent=1))
     return 0
+
+
+def _add_deploy(subparsers) -> None:
+    """The deployment commands, each registered by its own module in dmd3c_ros.deploy."""
+    from .deploy import bench, engine, quantize
+    for module in (quantize, engine, bench):
+        module.add_parser(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -317,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(subparsers)
     _add_train(subparsers)
     _add_export(subparsers)
+    _add_deploy(subparsers)
     return parser
 
 

@@ -24,6 +24,12 @@ def share_dir() -> Path:
         return Path(sys.prefix) / "share" / PACKAGE
 
 
+def kitti_sample_dir() -> Path:
+    """The real KITTI frame the demo and ``dmd3c bench`` use by default:
+    ``../shared/data/kitti_dc/0000000005`` beside the repository (it may be absent)."""
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_dc" / "0000000005"
+
+
 def default_model_spec() -> Path | None:
     """The shipped student's model spec YAML, or None when the package ships none."""
     path = share_dir() / "models" / DEFAULT_MODEL_SPEC

@@ -1,5 +1,6 @@
 """DESIGN.md's layers: imports go ros -> runtime -> core and training -> core only; the
-application level (cli, complete, evaluation) may use them all."""
+application level (cli, complete, evaluation, deploy) may use them all, deploy without training
+or torch."""
 import ast
 from pathlib import Path
 
@@ -15,6 +16,8 @@ FORBIDDEN = {
     "training": ROS_MODULES + ("dmd3c_ros.ros", "dmd3c_ros.runtime"),
     # The node never imports training (or the evaluation tools built on it).
     "ros": ("dmd3c_ros.training", "dmd3c_ros.evaluation", "torch"),
+    # Deployment runs where the training extras are not installed.
+    "deploy": ("dmd3c_ros.training", "torch"),
 }
 
 

@@ -25,14 +25,14 @@ from dmd3c_ros.core.camera import CalibrationError
 from dmd3c_ros.core.colorize import colorize_depth
 from dmd3c_ros.core.config import BACKENDS
 from dmd3c_ros.core.io import InputFileError, write_kitti_depth, write_rgb
+from dmd3c_ros.paths import kitti_sample_dir
 from dmd3c_ros.ros.feeder import StreamDriver, StreamReport, load_kitti_frame
 from dmd3c_ros.ros.graph import (NodeProcess, NodeProcessError, free_domain_id,
                                  lidar_to_camera_parameter, ros_args, ros_process_env,
                                  setup_process_env)
 
 PROG = "python -m dmd3c_ros.ros.demo"
-DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kitti_dc" / \
-    "0000000005"
+DEFAULT_DATA = kitti_sample_dir()
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -16,7 +16,6 @@ import math
 import time
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Mapping
 
 import cv2
@@ -29,9 +28,8 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
-from dmd3c_ros.core.calibration import load_kitti_calibration
-from dmd3c_ros.core.camera import PinholeCamera
-from dmd3c_ros.core.io import json_safe, read_kitti_depth, read_kitti_velodyne, read_rgb
+from dmd3c_ros.core.io import json_safe
+from dmd3c_ros.core.kitti_sample import KittiFrame, load_kitti_frame
 from dmd3c_ros.core.metrics import average_metrics, depth_metrics
 from dmd3c_ros.ros.adapters import (array_to_image, camera_to_camera_info, depth_image_to_metres,
                                     xyz_to_pointcloud2)
@@ -53,39 +51,6 @@ _FROM_RGB = {  # (H, W, 3) uint8 RGB -> the pixels of an input encoding
 
 
 # ------------------------------------------------------------------------------------ frames
-
-@dataclass(frozen=True)
-class KittiFrame:
-    """One KITTI depth-completion sample.
-
-    Attributes:
-        rgb: (H, W, 3) uint8 RGB image of camera 2 (or the chosen camera).
-        points: (N, 4) float32 Velodyne sweep: x, y, z metres in the LiDAR frame, reflectance.
-        camera: the rectified camera (P = P_rect_0i).
-        lidar_to_camera: (4, 4) float64, R_rect_00 . Tr_velo_to_cam.
-        ground_truth: (H, W) float32 metres (0 = none), or None when the sample has none.
-        name: the sample folder's name.
-    """
-
-    rgb: np.ndarray
-    points: np.ndarray
-    camera: PinholeCamera
-    lidar_to_camera: np.ndarray
-    ground_truth: np.ndarray | None = None
-    name: str = ""
-
-
-def load_kitti_frame(folder: str | Path, camera_index: int = 2) -> KittiFrame:
-    """Read ``image_0i.png``, ``velodyne.bin``, the raw calibration pair and, when present,
-    ``groundtruth_0i.png`` from a KITTI depth-completion sample folder."""
-    folder = Path(folder)
-    rgb = read_rgb(folder / f"image_0{camera_index}.png")
-    calibration = load_kitti_calibration(folder, (rgb.shape[1], rgb.shape[0]), camera_index)
-    gt_path = folder / f"groundtruth_0{camera_index}.png"
-    ground_truth = read_kitti_depth(gt_path) if gt_path.is_file() else None
-    return KittiFrame(rgb, read_kitti_velodyne(folder / "velodyne.bin"), calibration.camera,
-                      calibration.lidar_to_camera, ground_truth, folder.name)
-
 
 class AnswerLedger:
     """Pairs depth answers with the frames sent, by header stamp (integer nanoseconds), for the

@@ -2,7 +2,10 @@
 
 The session uses every graph optimisation, the CUDA execution provider first when this
 onnxruntime build has it and the CPU provider always, and ``intra_op_threads`` threads (default:
-the number of CPU cores). Frames are batched into one ``run`` call when the ONNX batch dimension is
+the number of CPU cores), with ONNX Runtime's spinning worker threads: the settings that measured
+fastest for the shipped student on 2 cores (``python -m dmd3c_ros.deploy.ort_tuning``,
+docs/benchmarks.md). ``graph_optimization`` and ``session_config`` (ONNX Runtime session config
+entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``) override them. Frames are batched into one ``run`` call when the ONNX batch dimension is
 dynamic, in chunks of the static batch size otherwise.
 """
 from __future__ import annotations
@@ -45,16 +48,29 @@ class OnnxRuntimeBackend(NetworkBackend):
             then CPU.
         max_batch: most frames per ``run`` call; None = as many as given (dynamic batch) or the
             model's static batch size.
+        graph_optimization: "basic", "extended" or "all" (ONNX Runtime's graph optimisation
+            levels; "all" adds the layout transformations, NCHWc on x86).
+        session_config: ONNX Runtime session config entries {key: value}.
     """
 
     name = "onnxruntime"
 
     def __init__(self, spec: ModelSpec, *, intra_op_threads: int | None = None,
-                 providers: list[str] | None = None, max_batch: int | None = None) -> None:
+                 providers: list[str] | None = None, max_batch: int | None = None,
+                 graph_optimization: str = "all",
+                 session_config: dict[str, str] | None = None) -> None:
         super().__init__(spec)
         ort = _import_onnxruntime()
+        levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                  "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+        if graph_optimization not in levels:
+            raise ValueError(f"graph_optimization must be one of {sorted(levels)}, got "
+                             f"{graph_optimization!r}")
         options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = levels[graph_optimization]
+        for key, value in (session_config or {}).items():
+            options.add_session_config_entry(str(key), str(value))
         threads = int(intra_op_threads) if intra_op_threads else cpu_cores()  # None/0: all
         if threads < 1:
             raise ValueError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
@@ -70,6 +86,8 @@ class OnnxRuntimeBackend(NetworkBackend):
             raise BackendError(f"ONNX Runtime could not load {spec.onnx}: {error}") from error
         self.providers = self.session.get_providers()
         self.intra_op_threads = threads
+        self.graph_optimization = graph_optimization
+        self.session_config = dict(session_config or {})
         self._check_io()
         static = self._static_batch()
         self.max_batch = min(max_batch, static) if (max_batch and static) else (max_batch or static)

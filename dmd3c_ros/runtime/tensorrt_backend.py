@@ -1,11 +1,21 @@
 """TensorRT backend (TensorRT 10 Python API + pycuda): the vehicle path on NVIDIA GPUs.
 
-The engine is built from the spec's ONNX file for fp32, fp16 or int8 (int8 needs a calibrator,
-an ``trt.IInt8Calibrator`` fed with representative frames) and cached as
+The engine is built from the spec's ONNX file for fp32, fp16 or int8 and cached as
 ``engine_cache_dir/<key>.engine``, where the key hashes the ONNX file's sha256, the TensorRT
 version, the GPU (name and compute capability), the precision and the input shapes. A cached
 engine is only ever loaded under the key it was built for, so it is never stale; one that fails to
 deserialize is rebuilt. Engines are build artefacts: never commit them.
+
+Files next to the engines:
+    ``timing-<tensorrt version>-<gpu>.cache``: TensorRT's layer timing cache, loaded into every
+        build and written back after it, so that rebuilding (another precision, batch size or a
+        retrained model of the same architecture) skips the tactic timings already measured.
+    ``calibration-<onnx sha256 prefix>-<h>x<w>.cache``: the INT8 calibration cache the
+        :class:`EntropyCalibrator` writes. With it, an int8 engine is rebuilt (e.g. after a
+        TensorRT upgrade) without calibration frames; a changed ONNX file has another name.
+
+INT8 needs a calibrator (``EntropyCalibrator`` fed with frames like the deployment's, see
+``dmd3c engine --calibration``) or an existing calibration cache.
 
 Inference: page-locked host buffers and device buffers are allocated once for ``max_batch``
 frames; each call copies inputs host-to-device asynchronously, runs ``execute_async_v3`` with
@@ -19,8 +29,11 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
+import time
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -66,6 +79,201 @@ def import_tensorrt():
     return trt, cuda
 
 
+def _slug(text: str) -> str:
+    """Lower-case letters, digits, dots and dashes only: a safe piece of a file name."""
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "unknown"
+
+
+def timing_cache_path(cache_dir, tensorrt_version: str, gpu: str) -> Path:
+    """``cache_dir/timing-<tensorrt version>-<gpu>.cache``: the builder's layer timing cache.
+
+    TensorRT only reuses timings measured by the same version on the same GPU, hence both in the
+    name; ``gpu`` is the backend's description, e.g. "NVIDIA H100 80GB HBM3 (sm_90)".
+    """
+    return Path(cache_dir) / f"timing-{_slug(tensorrt_version)}-{_slug(gpu)}.cache"
+
+
+def calibration_cache_path(cache_dir, onnx_sha256: str, input_size: tuple[int, int]) -> Path:
+    """``cache_dir/calibration-<sha256[:16]>-<h>x<w>.cache``: the INT8 calibration cache.
+
+    Named by the ONNX file's sha256 (a retrained or re-exported model never reuses the scales of
+    another) and the network input size in pixels (height, width).
+    """
+    h, w = (int(v) for v in input_size)
+    return Path(cache_dir) / f"calibration-{onnx_sha256.lower()[:16]}-{h}x{w}.cache"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def rebatch_feeds(feeds: Iterable[dict[str, np.ndarray]], shapes: dict[str, tuple[int, ...]]
+                  ) -> Iterator[dict[str, np.ndarray]]:
+    """Feeds of any batch size -> feeds of exactly ``shapes`` (the engine's input shapes).
+
+    ``feeds`` yields {input name: (n, C, h, w) float32}, e.g.
+    :func:`dmd3c_ros.deploy.calibration.calibration_feeds`; the frames are regrouped in order
+    into batches of ``shapes[name][0]`` frames, and a last partial batch is completed with the
+    first frames of the stream (an engine's calibration batch is fixed). Inputs not in ``shapes``
+    are ignored.
+
+    Raises:
+        ValueError: a feed lacks an input of ``shapes``, its inputs hold different numbers of
+            frames, or a frame's (C, h, w) differs from the engine's.
+    """
+    sizes = {int(shape[0]) for shape in shapes.values()}
+    if len(sizes) != 1 or min(sizes) < 1:
+        raise ValueError(f"the inputs must share one positive batch size, got shapes {shapes}")
+    size = sizes.pop()
+    names = sorted(shapes)
+    first: list[dict[str, np.ndarray]] = []    # the stream's first frames, to complete the last
+    frames: list[dict[str, np.ndarray]] = []   # the batch being filled
+    for feed in feeds:
+        missing = [name for name in names if name not in feed]
+        if missing:
+            raise ValueError(f"calibration feed lacks the inputs {missing} (it has "
+                             f"{sorted(feed)})")
+        counts = {int(np.shape(feed[name])[0]) for name in names}
+        if len(counts) != 1:
+            raise ValueError(f"calibration feed inputs hold different numbers of frames: "
+                             f"{ {name: np.shape(feed[name]) for name in names} }")
+        for name in names:
+            if tuple(np.shape(feed[name])[1:]) != tuple(shapes[name][1:]):
+                raise ValueError(f"calibration input '{name}' has frames of shape "
+                                 f"{tuple(np.shape(feed[name])[1:])}, the engine takes "
+                                 f"{tuple(shapes[name][1:])}")
+        for index in range(counts.pop()):
+            frame = {name: np.asarray(feed[name][index], dtype=np.float32) for name in names}
+            if len(first) < size:
+                first.append(frame)
+            frames.append(frame)
+            if len(frames) == size:
+                yield {name: np.stack([f[name] for f in frames]) for name in names}
+                frames = []
+    if frames:
+        frames += [first[i % len(first)] for i in range(size - len(frames))]
+        yield {name: np.stack([f[name] for f in frames]) for name in names}
+
+
+_CALIBRATOR_CLASS = None
+
+
+def entropy_calibrator_class():
+    """The :class:`EntropyCalibrator` class (a ``trt.IInt8EntropyCalibrator2``), made on first use.
+
+    The class derives from a TensorRT type, so it can only exist where TensorRT imports; the
+    module attribute ``EntropyCalibrator`` calls this function.
+
+    Raises:
+        BackendUnavailableError: TensorRT or pycuda is missing.
+    """
+    global _CALIBRATOR_CLASS
+    if _CALIBRATOR_CLASS is not None:
+        return _CALIBRATOR_CLASS
+    trt, cuda = import_tensorrt()
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        """INT8 entropy calibration (TensorRT's IInt8EntropyCalibrator2) over network feeds.
+
+        Args:
+            feeds: iterable of {input name: (n, C, h, w) float32} in network units, as the runtime
+                prepares frames (:func:`dmd3c_ros.deploy.calibration.calibration_feeds`); None =
+                no frames (the calibration cache must exist). Iterated once, lazily: frames are
+                only read when TensorRT asks for them, i.e. when no valid cache exists.
+            cache_path: the calibration cache file (see :func:`calibration_cache_path`); read
+                when present (TensorRT then skips the frames), written after calibrating.
+
+        The backend calls :meth:`bind` with the engine's calibration input shapes before a build;
+        the frames are then regrouped to that batch size (:func:`rebatch_feeds`). One device
+        buffer per input is allocated at the first batch and reused; :meth:`free` releases them.
+        After a build, :attr:`batches` is the number of batches TensorRT took, :attr:`cache_read`
+        whether it used the cache and :attr:`error` the exception that stopped the frames, if any.
+        """
+
+        def __init__(self, feeds: Iterable[dict[str, np.ndarray]] | None, cache_path) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)  # the binding needs the base initialised
+            self.cache_path = Path(cache_path)
+            self._feeds = feeds if feeds is not None else ()
+            self._shapes: dict[str, tuple[int, ...]] | None = None
+            self._batches: Iterator[dict[str, np.ndarray]] | None = None
+            self._device: dict[str, tuple[object, int]] = {}  # name -> (allocation, bytes)
+            self.batches = 0
+            self.cache_read = False
+            self.error: Exception | None = None
+
+        def bind(self, shapes: dict[str, tuple[int, ...]]) -> None:
+            """Give the engine's calibration input shapes {name: (N, C, h, w)}."""
+            self._shapes = {name: tuple(int(d) for d in shape) for name, shape in shapes.items()}
+
+        def get_batch_size(self) -> int:
+            # Explicit-batch networks (all of TensorRT 10's) take the batch size from the
+            # tensors' shapes; this value is ignored and 1 is the documented convention.
+            return 1
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            """Copy the next batch to the device; its pointers in the order of ``names``, or
+            None when the frames are exhausted (or failed: see :attr:`error`)."""
+            try:
+                if self._batches is None:
+                    self._batches = iter(rebatch_feeds(self._feeds, self._shapes)
+                                         if self._shapes else self._feeds)
+                feed = next(self._batches, None)
+                if feed is None:
+                    return None
+                pointers = []
+                for name in names:
+                    if name not in feed:
+                        raise ValueError(f"calibration feed lacks input '{name}' (it has "
+                                         f"{sorted(feed)})")
+                    array = np.ascontiguousarray(feed[name], dtype=np.float32)
+                    if name not in self._device:
+                        self._device[name] = (cuda.mem_alloc(max(array.nbytes, 1)),
+                                              array.nbytes)
+                    allocation, nbytes = self._device[name]
+                    if array.nbytes != nbytes:
+                        raise ValueError(f"calibration input '{name}' changed size: "
+                                         f"{array.shape} after batches of {nbytes} bytes")
+                    cuda.memcpy_htod(allocation, array)
+                    pointers.append(int(allocation))
+                self.batches += 1
+                return pointers
+            except Exception as error:  # TensorRT cannot take a Python exception: keep it
+                self.error = error
+                LOG.error("INT8 calibration stopped after %d batches: %s", self.batches, error)
+                return None
+
+        def read_calibration_cache(self) -> bytes | None:
+            if self.cache_path.is_file() and self.cache_path.stat().st_size > 0:
+                self.cache_read = True
+                LOG.info("using the INT8 calibration cache %s", self.cache_path)
+                return self.cache_path.read_bytes()
+            return None
+
+        def write_calibration_cache(self, cache) -> None:
+            _write_atomic(self.cache_path, bytes(cache))
+            LOG.info("wrote the INT8 calibration cache %s", self.cache_path)
+
+        def free(self) -> None:
+            """Release the device buffers (with the CUDA context they were made in current)."""
+            for allocation, _ in self._device.values():
+                allocation.free()
+            self._device.clear()
+
+    _CALIBRATOR_CLASS = EntropyCalibrator
+    return EntropyCalibrator
+
+
+def __getattr__(name: str):
+    # ``tensorrt_backend.EntropyCalibrator`` without importing TensorRT with this module.
+    if name == "EntropyCalibrator":
+        return entropy_calibrator_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class TensorRTBackend(NetworkBackend):
     """Runs the spec's network as a cached TensorRT engine on one CUDA GPU.
 
@@ -75,25 +283,43 @@ class TensorRTBackend(NetworkBackend):
         engine_cache_dir: folder of cached engines; None = :func:`default_engine_cache_dir`.
         max_batch: most frames per call (the engine's optimisation profile maximum when the ONNX
             batch dimension is dynamic; a static batch dimension wins).
-        calibrator: a ``trt.IInt8Calibrator``; required for int8.
+        calibrator: a ``trt.IInt8Calibrator`` such as :class:`EntropyCalibrator`, used when int8
+            builds; None = the calibration cache :attr:`calibration_cache_path` (written by
+            ``dmd3c engine --precision int8 --calibration DIR``), which int8 then requires.
         workspace_mib: builder workspace memory pool limit in MiB.
         device_index: CUDA device ordinal.
+        timing_cache: load and update the builder's timing cache :attr:`timing_cache_path`.
+        rebuild: build even when the engine is cached (the cached one is replaced).
+        progress: called with a line before and after a build (and when the cached engine is
+            loaded); None = this module's logger at INFO.
+
+    After construction :attr:`engine_source` is "cache" or "built", :attr:`build_seconds` the
+    build's wall time in seconds (None for a cached engine) and :attr:`engine_path` the engine.
     """
 
     name = "tensorrt"
 
     def __init__(self, spec: ModelSpec, *, precision: str = "fp32", engine_cache_dir=None,
                  max_batch: int = 1, calibrator=None, workspace_mib: int = 2048,
-                 device_index: int = 0) -> None:
+                 device_index: int = 0, timing_cache: bool = True, rebuild: bool = False,
+                 progress: Callable[[str], None] | None = None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if precision == "int8" and calibrator is None:
-            raise BackendError("TensorRT int8 needs a calibrator (a trt.IInt8Calibrator such as "
-                               "IInt8EntropyCalibrator2 fed with representative frames); pass "
-                               "calibrator=..., or use precision 'fp16'")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.cache_dir = Path(engine_cache_dir) if engine_cache_dir else default_engine_cache_dir()
+        onnx_sha256 = sha256_file(spec.onnx)
+        self.calibration_cache_path = calibration_cache_path(self.cache_dir, onnx_sha256,
+                                                             spec.input_size)
+        if precision == "int8" and calibrator is None \
+                and not self.calibration_cache_path.is_file():
+            raise BackendError(
+                f"TensorRT int8 needs a calibrator or the calibration cache "
+                f"{self.calibration_cache_path}: build the engine once with `dmd3c engine "
+                f"{spec.path or spec.onnx} --precision int8 --calibration DIR` (DIR: frames like "
+                "your deployment's), pass calibrator=..., or use precision 'fp16'")
         super().__init__(spec)
+        self._progress = progress or LOG.info
         trt, cuda = import_tensorrt()
         self._trt, self._cuda = trt, cuda
         cuda.init()
@@ -108,20 +334,22 @@ class TensorRTBackend(NetworkBackend):
         major, minor = device.compute_capability()
         self.gpu = f"{device.name()} (sm_{major}{minor})"
         self.precision = precision
+        self.tensorrt_version = trt.__version__
         h, w = spec.input_size
         self._shapes = {spec.rgb_input: (max_batch, 3, h, w),
                         spec.sparse_input: (max_batch, 1, h, w)}
-        self.key = engine_key(sha256_file(spec.onnx), trt.__version__, self.gpu, precision,
-                              self._shapes)
-        cache_dir = Path(engine_cache_dir) if engine_cache_dir else default_engine_cache_dir()
-        self.engine_path = cache_dir / f"{self.key}.engine"
+        self.key = engine_key(onnx_sha256, trt.__version__, self.gpu, precision, self._shapes)
+        self.engine_path = self.cache_dir / f"{self.key}.engine"
+        self.timing_cache_path = (timing_cache_path(self.cache_dir, trt.__version__, self.gpu)
+                                  if timing_cache else None)
+        self.build_seconds: float | None = None
         self._lock = threading.Lock()
         self._buffers: dict[str, tuple[np.ndarray, object]] = {}
         self._cuda_context = device.retain_primary_context()
         self._cuda_context.push()
         try:
             self._runtime = trt.Runtime(self._logger)
-            self._engine = self._load_or_build(calibrator, workspace_mib)
+            self._engine = self._load_or_build(calibrator, workspace_mib, rebuild)
             self._context = self._engine.create_execution_context()
             self._stream = cuda.Stream()
             self._allocate()
@@ -134,33 +362,48 @@ class TensorRTBackend(NetworkBackend):
         cuda.Context.pop()
 
     # -- engine -----------------------------------------------------------------------------
-    def _load_or_build(self, calibrator, workspace_mib: int):
+    def _load_or_build(self, calibrator, workspace_mib: int, rebuild: bool = False):
+        if rebuild and self.engine_path.is_file():
+            self._progress(f"rebuilding: removing the cached engine {self.engine_path}")
+            self.engine_path.unlink()
+            self.engine_path.with_suffix(".json").unlink(missing_ok=True)
         if self.engine_path.is_file():
             engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
             if engine is not None:
                 self.engine_source = "cache"
+                self._progress(f"loaded the cached {self.precision} TensorRT engine "
+                               f"{self.engine_path}")
                 return engine
             LOG.warning("cached engine %s could not be deserialized; rebuilding", self.engine_path)
-        data = self._build(calibrator, workspace_mib)
-        self.engine_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.engine_path.with_suffix(f".{os.getpid()}.partial")
-        partial.write_bytes(data)
-        os.replace(partial, self.engine_path)  # atomic: readers never see half an engine
+        if self.precision == "int8" and calibrator is None:  # the cache alone: no frames
+            calibrator = entropy_calibrator_class()(None, self.calibration_cache_path)
+        self._progress(f"building a {self.precision} TensorRT engine for '{self.spec.name}' "
+                       f"from {self.spec.onnx} on {self.gpu} (this takes minutes; once per "
+                       f"model, precision, GPU and TensorRT version) -> {self.engine_path}")
+        start = time.monotonic()
+        try:
+            data = self._build(calibrator, workspace_mib)
+        finally:
+            free = getattr(calibrator, "free", None)
+            if callable(free):  # its device buffers go while their CUDA context is current
+                free()
+        self.build_seconds = time.monotonic() - start
+        _write_atomic(self.engine_path, data)  # readers never see half an engine
         self.engine_path.with_suffix(".json").write_text(json.dumps(
             {"onnx": str(self.spec.onnx), "tensorrt": self._trt.__version__, "gpu": self.gpu,
-             "precision": self.precision,
+             "precision": self.precision, "build_seconds": round(self.build_seconds, 1),
              "inputs": {k: list(v) for k, v in self._shapes.items()}}, indent=2))
         engine = self._runtime.deserialize_cuda_engine(data)
         if engine is None:
             raise BackendError(f"TensorRT could not deserialize the engine it just built "
                                f"from {self.spec.onnx}")
         self.engine_source = "built"
+        self._progress(f"built the {self.precision} TensorRT engine in "
+                       f"{self.build_seconds:.1f} s: {self.engine_path}")
         return engine
 
     def _build(self, calibrator, workspace_mib: int) -> bytes:
         trt, spec = self._trt, self.spec
-        LOG.info("building a %s TensorRT engine from %s (minutes on a Jetson)", self.precision,
-                 spec.onnx)
         builder = trt.Builder(self._logger)
         network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
         parser = trt.OnnxParser(network, self._logger)
@@ -174,8 +417,10 @@ class TensorRTBackend(NetworkBackend):
             config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32: no TF32 matrix maths
         if self.precision in ("fp16", "int8"):
             config.set_flag(trt.BuilderFlag.FP16)  # int8 falls back to fp16, not fp32
+        timing_cache = self._load_timing_cache(config)
         profile = builder.create_optimization_profile()
         dynamic = False
+        calibration_shapes = {}
         for index in range(network.num_inputs):
             tensor = network.get_input(index)
             if tensor.name not in self._shapes:
@@ -189,18 +434,65 @@ class TensorRTBackend(NetworkBackend):
             if any(d < 0 for d in declared):
                 dynamic = True
                 profile.set_shape(tensor.name, (1,) + full[1:], full, full)
+            # Calibration runs at the profile's opt shape (full), or the static shape.
+            calibration_shapes[tensor.name] = tuple(f if d < 0 else d
+                                                    for d, f in zip(declared, full))
         if dynamic:
             config.add_optimization_profile(profile)
         if self.precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
+            bind = getattr(calibrator, "bind", None)
+            if callable(bind):
+                bind(calibration_shapes)
             config.int8_calibrator = calibrator
             if dynamic:
                 config.set_calibration_profile(profile)
         serialized = builder.build_serialized_network(network, config)
+        error = getattr(calibrator, "error", None) if self.precision == "int8" else None
+        if error is not None:
+            raise BackendError(f"INT8 calibration failed: {error}") from error
         if serialized is None:
+            if self.precision == "int8" and getattr(calibrator, "batches", None) == 0:
+                raise BackendError(
+                    f"TensorRT failed to build an int8 engine from {spec.onnx}: calibration got "
+                    f"no frames and could not use the calibration cache "
+                    f"{getattr(calibrator, 'cache_path', '')} (see the TensorRT log above); "
+                    f"calibrate again: dmd3c engine {spec.path or spec.onnx} --precision int8 "
+                    "--recalibrate --calibration DIR")
             raise BackendError(f"TensorRT failed to build an engine from {spec.onnx} "
                                "(see the TensorRT log above)")
+        if timing_cache is not None:
+            self._save_timing_cache(config)
         return bytes(serialized)
+
+    def _load_timing_cache(self, config):
+        """Attach the timing cache file's content (or an empty cache) to ``config``."""
+        path = self.timing_cache_path
+        if path is None:
+            return None
+        data = path.read_bytes() if path.is_file() else b""
+        try:
+            cache = config.create_timing_cache(data)
+            if cache is None or not config.set_timing_cache(cache, False):  # no mismatch
+                raise BackendError("TensorRT rejected it")
+        except Exception as error:  # a corrupt or foreign file: start afresh
+            if not data:
+                LOG.warning("no TensorRT timing cache: %s", error)
+                return None
+            LOG.warning("ignoring the TensorRT timing cache %s (%s); starting a new one", path,
+                        error)
+            cache = config.create_timing_cache(b"")
+            config.set_timing_cache(cache, False)
+        return cache
+
+    def _save_timing_cache(self, config) -> None:
+        """Write the build's timing cache (what it loaded plus what it timed) back, atomically."""
+        try:
+            _write_atomic(self.timing_cache_path,
+                          bytes(config.get_timing_cache().serialize()))
+        except Exception as error:  # a cache is an optimisation: the engine is fine without it
+            LOG.warning("could not write the TensorRT timing cache %s: %s",
+                        self.timing_cache_path, error)
 
     def _allocate(self) -> None:
         trt, cuda, engine, spec = self._trt, self._cuda, self._engine, self.spec

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -22,23 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dmd3c_ros.core.machine import cpu_model
 from dmd3c_ros.training.export import export_onnx, ort_session, sample_inputs
 from dmd3c_ros.training.student import VARIANTS, build_student, count_parameters, gflops
 
 WARMUP = 3
 HEADER = ("| variant | parameters | GFLOPs | ORT CPU median [ms] | ORT CPU p90 [ms] |\n"
           "|---|---:|---:|---:|---:|")
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def measure(variant: str, size: tuple[int, int], *, threads: int, repeat: int,
