@@ -53,9 +53,12 @@ def test_export_writes_a_loadable_spec_with_parity(weights, exported):
     assert result["variant"] == "tiny" and result["parameters"] == weights[1]
     parity = result["parity"]
     assert parity["lidar"]["sparse_pixels"] > 0 and parity["mono"]["sparse_pixels"] == 0
-    assert 0 <= parity["max_abs_diff_m"] < 1e-4
+    assert 0 <= parity["max_abs_diff_m"] < 1e-4 and 0 <= parity["max_rel_err"] <= 1e-3
     assert parity["max_abs_diff_m"] == max(parity["lidar"]["depth_max_abs_diff_m"],
                                            parity["mono"]["depth_max_abs_diff_m"])
+    assert parity["max_rel_err"] == max(parity[case][f"{name}_max_rel_err"]
+                                        for case in ("lidar", "mono")
+                                        for name in ("depth", "uncertainty"))
 
 
 def test_exported_model_runs_in_the_runtime(exported):
@@ -76,19 +79,40 @@ def test_exported_model_runs_in_the_runtime(exported):
 
 
 def test_export_cli_prints_json(weights, tmp_path, capsys):
-    assert main(["export", "--weights", str(weights[0]), "--out", str(tmp_path), "--name", "m",
+    assert main(["export", str(weights[0]), "--out", str(tmp_path / "m.onnx"),
                  "--input-size", *map(str, SIZE)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["parity"]["max_abs_diff_m"] < 1e-4
+    assert result["parity"]["max_rel_err"] <= 1e-3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.safetensors", "m.yaml"]
+    assert load_spec(tmp_path / "m.yaml").sha256 == sha256_file(tmp_path / "m.onnx")
+
+
+def test_export_cli_wants_an_onnx_path(weights, tmp_path, capsys):
+    assert main(["export", str(weights[0]), "--out", str(tmp_path)]) == 2
+    assert "--out must name the ONNX file" in capsys.readouterr().err
+
+
+def test_parity_failure_removes_the_export(weights, tmp_path, monkeypatch):
+    # An ONNX file of other weights than the checkpoint's: the check must catch it.
+    from dmd3c_ros.training import export as export_module
+    real_export = export_module.export_onnx
+
+    def export_other_weights(model, path, input_size, **kwargs):
+        other = build_student("tiny").eval()
+        return real_export(other, path, input_size, **kwargs)
+
+    monkeypatch.setattr(export_module, "export_onnx", export_other_weights)
+    with pytest.raises(export_module.ExportParityError, match="relative"):
+        export_student(weights[0], tmp_path, "m", input_size=SIZE)
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.yaml").exists()
 
 
 def test_wrong_variant_is_a_clear_error(weights, tmp_path, capsys):
     with pytest.raises(ValueError, match="do not fit student variant 'small'"):
         export_student(weights[0], tmp_path / "a", "m", variant="small", input_size=SIZE)
     assert not (tmp_path / "a" / "m.onnx").exists()
-    assert main(["export", "--weights", str(weights[0]), "--out", str(tmp_path / "b"),
-                 "--name", "m", "--variant", "base", "--input-size", *map(str, SIZE)]) == 2
+    assert main(["export", str(weights[0]), "--out", str(tmp_path / "b" / "m.onnx"),
+                 "--variant", "base", "--input-size", *map(str, SIZE)]) == 2
     err = capsys.readouterr().err
     assert "do not fit student variant 'base'" in err and "variant 'tiny'" in err
 

@@ -57,21 +57,23 @@ def test_every_variant_forward_and_all_gradients():
         assert not dead, f"{name}: no gradient for {dead}"
 
 
-def test_bin_head_invariants_and_aux_shapes():
+@pytest.mark.parametrize("variant", ["tiny", "tiny_v2"])
+def test_bin_head_invariants_and_aux_shapes(variant):
     torch.manual_seed(0)
-    model = build_student("tiny").eval()
+    model = build_student(variant).eval()
     cfg = model.config
+    b = cfg.bin_stride
     with torch.no_grad():
         for lidar in (True, False):
             out = model.forward_with_aux(*_inputs(lidar=lidar))
             centres, probs = out["bin_centres"], out["bin_probs"]
             assert centres.shape == (2, cfg.bins)
-            assert probs.shape == (2, cfg.bins, H // 2, W // 2)
+            assert probs.shape == (2, cfg.bins, H // b, W // b)
             assert out["features"].shape == (2, cfg.decoder_widths[-1], H // 2, W // 2)
             assert out["bottleneck"].shape == (2, cfg.widths[-1], H // 32, W // 32)
             assert (centres > 0).all() and (centres <= 1).all()
             assert (centres[:, 1:] > centres[:, :-1]).all()
-            assert torch.allclose(probs.sum(dim=1), torch.ones(2, H // 2, W // 2), atol=1e-5)
+            assert torch.allclose(probs.sum(dim=1), torch.ones(2, H // b, W // b), atol=1e-5)
             assert (probs >= 0).all()
             coarse = out["coarse_depth"]
             assert (coarse >= centres.min()).all() and (coarse <= centres.max() + 1e-6).all()

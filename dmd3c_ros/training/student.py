@@ -19,17 +19,34 @@ The hybrid bin head then gives
 - per-image bin centres: global average of the stride-32 features -> MLP -> softplus widths,
   normalised to sum to 1, centres = ``d_min + (1 - d_min) * (cumsum(widths) - widths / 2)``,
   strictly increasing in (0, 1) of ``depth_scale`` (AdaBins-like);
-- per-pixel bin probabilities at stride 2: softmax over bins of a 1x1 convolution;
+- per-pixel bin probabilities at stride ``bin_stride`` (4 in the shipped ``tiny``, 2 before):
+  softmax over bins of a 1x1 convolution of the decoder features at that stride;
 - coarse depth = expectation of the centres under the probabilities, upsampled to full resolution;
 - with ``sparse_fill`` (default) the LiDAR is also densified inside the network
   (:func:`sparse_fill`: normalised averaging in 2^l cells, coarse to fine, l <= 5), fed to the sparse
   branch and the refinement, and blended in: ``base = alpha * fill + (1 - alpha) * coarse`` with a
   learnt per-pixel ``alpha`` (0 where no LiDAR value is within reach, so mono mode is the bin
   estimate alone): completion starts from the measured depths rather than re-deriving them;
-- a bounded residual refinement (1x1, depthwise 3x3, 1x1 convolutions) at full resolution from the
-  coarse depth, the sparse input, its mask (and the fill), a full-resolution RGB feature and the
-  decoder features (projected at stride 2, upsampled, added):
-  ``depth = base * exp(refine_bound * tanh(r))`` (positive, within a factor ``exp(refine_bound)``).
+- a bounded residual refinement: ``depth = base * exp(refine_bound * tanh(r))`` (positive,
+  within a factor ``exp(refine_bound)`` of ``base``), and the uncertainty ``sigma`` (exp of a
+  clipped log-sigma; softplus in v1). With ``refine_stride`` 2 (default) the refinement runs at
+  stride 2 on a quarter of the pixels without losing any: the full-resolution image and sparse
+  inputs enter through 2x2 stride-2 convolutions (space-to-depth and a 1x1 convolution in one),
+  are summed with the coarse depth and the decoder features, pass a depthwise 3x3 block and
+  leave through a 2x2 stride-2 transposed convolution, one output per full-resolution pixel.
+  Only one-channel maps (blend, residual, sigma) are computed at full resolution. With
+  ``refine_stride`` 1 (the first shipped student, variant ``tiny_v1``) the block (1x1,
+  depthwise 3x3, 1x1) runs at full resolution on the coarse depth, the sparse inputs and a
+  full-resolution RGB feature plus the upsampled decoder features. (``tiny_v2``, the second
+  shipped student, is ``tiny`` with its bins at stride 2.)
+
+The decoder's skip fusion ``conv1x1(cat(up2(x), skip))`` is computed as
+``up2(conv1x1_x(x)) + conv1x1_skip(skip)`` (:func:`_fuse_up`): the same function, a quarter of
+the work and no concatenation.
+
+The bin expectation is a MatMul of [centres; ones] with the exponentiated logits
+(:func:`_bin_expectation`), and the full-resolution merge of :func:`sparse_fill` is arithmetic
+rather than Where: both are the same functions, written for ONNX Runtime's CPU kernels.
 
 ``forward`` is export-pure (tensors in, tensors out; standard ONNX operators, opset 17).
 ``forward_with_aux`` returns a dict with the intermediate tensors the trainer distils.
@@ -56,8 +73,11 @@ class StudentConfig:
     sparse_widths: tuple[int, ...] = (8, 8, 16, 16, 16)  # sparse branch, strides 2..32
     bins: int = 32
     bin_hidden: int = 64            # hidden units of the bin-width MLP
-    full_res_channels: int = 4      # RGB feature at full resolution for the refinement
-    refine_channels: int = 8
+    bin_stride: int = 2             # the bin probabilities' stride: 2 or 4 (decoder features)
+    full_res_channels: int = 4      # RGB feature at full resolution (refine_stride 1 only)
+    refine_channels: int = 16
+    refine_stride: int = 2          # 2: refinement at stride 2 (see the module docstring); 1: v1
+    sigma_activation: str = "exp"   # uncertainty = exp(clip(s, -9, 2)); "softplus": v1
     refine_bound: float = 0.5       # log-space bound of the residual refinement
     d_min: float = 1e-3             # smallest bin centre, network units
     sparse_fill: bool = True        # densify the LiDAR in-network and blend it into the output
@@ -70,18 +90,29 @@ class StudentConfig:
             raise ValueError(f"StudentConfig.decoder_widths needs {len(STRIDES) - 1} entries")
         if self.bins < 2:
             raise ValueError("StudentConfig.bins must be >= 2")
+        if self.bin_stride not in (2, 4):
+            raise ValueError("StudentConfig.bin_stride must be 2 or 4")
+        if self.refine_stride not in (1, 2):
+            raise ValueError("StudentConfig.refine_stride must be 1 or 2")
+        if self.sigma_activation not in ("exp", "softplus"):
+            raise ValueError("StudentConfig.sigma_activation must be 'exp' or 'softplus'")
 
 
 VARIANTS: dict[str, StudentConfig] = {
-    "tiny": StudentConfig(),
+    "tiny": StudentConfig(bin_stride=4),
+    # The second layout (refinement at stride 2, bins at stride 2).
+    "tiny_v2": StudentConfig(name="tiny_v2"),
+    # The first shipped student's layout (full-resolution refinement); its weights load into it.
+    "tiny_v1": StudentConfig(name="tiny_v1", refine_channels=8, refine_stride=1,
+                             sigma_activation="softplus"),
     "small": StudentConfig(
         name="small", widths=(24, 48, 96, 192, 320), blocks=(1, 1, 2, 3, 2),
         decoder_widths=(160, 96, 48, 24), sparse_widths=(8, 16, 16, 32, 32), bins=64,
-        bin_hidden=128, full_res_channels=8, refine_channels=12),
+        bin_hidden=128, full_res_channels=8, refine_channels=16),
     "base": StudentConfig(
         name="base", widths=(32, 64, 128, 320, 512), blocks=(1, 2, 3, 4, 3),
         decoder_widths=(256, 128, 64, 32), sparse_widths=(16, 16, 32, 32, 64), bins=128,
-        bin_hidden=256, full_res_channels=12, refine_channels=16),
+        bin_hidden=256, full_res_channels=12, refine_channels=32),
 }
 
 
@@ -116,11 +147,38 @@ def _up2(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
-def _channel_softmax(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax over dim 1 written out (ReduceMax, Sub, Exp, ReduceSum, Div): ONNX Runtime's CPU
-    Softmax on a non-last axis of an NCHW tensor transposes and was ~6x slower than the network."""
+def _fuse_up(fuse: nn.Sequential, low: torch.Tensor, skip: torch.Tensor, c: int) -> torch.Tensor:
+    """``fuse(cat([_up2(low), skip]))`` for a 1x1 conv (no bias) + batch norm + ReLU, computed
+    as ``_up2(W_low * low) + W_skip * skip``: a 1x1 convolution commutes with the bilinear
+    upsampling, so the low-resolution half is convolved on a quarter of the pixels and no
+    concatenation is made. In eval mode the batch norm is folded into both convolutions. ``c``,
+    the channels of ``low``, is a Python int so that an ONNX export folds the split weights
+    into constants (a traced ``low.shape[1]`` would leave Slice operators in the graph)."""
+    conv, norm, relu = fuse
+    weight, bias = conv.weight, None
+    if not norm.training:
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        weight = weight * scale[:, None, None, None]
+        bias = norm.bias - norm.running_mean * scale
+    y = _up2(F.conv2d(low, weight[:, :c])) + F.conv2d(skip, weight[:, c:], bias)
+    return relu(y if bias is not None else norm(y))
+
+
+def _bin_expectation(logits: torch.Tensor, centres: torch.Tensor, with_probs: bool):
+    """(coarse depth (N,1,h,w), bin probabilities (N,B,h,w) or None) from bin logits (N,B,h,w)
+    and per-image centres (N,B): ``sum_b softmax(logits)_b * centre_b``.
+
+    Written for ONNX Runtime's CPU: the softmax over dim 1 of an NCHW tensor is slow there (a
+    transpose), and so are 32-channel Mul / ReduceSum / Div. With ``e = exp(logits - max)`` the
+    expectation is ``(centres . e) / (1 . e)``: one MatMul of the (N,2,B) matrix [centres; ones]
+    with e as (N,B,h*w), then a one-channel division. The probabilities themselves (training
+    only) are ``e / sum(e)``."""
     e = torch.exp(logits - logits.amax(dim=1, keepdim=True))
-    return e / e.sum(dim=1, keepdim=True)
+    weights = torch.stack([centres, torch.ones_like(centres)], dim=1)      # (N, 2, B)
+    moments = torch.matmul(weights, e.flatten(2))                           # (N, 2, h*w)
+    coarse = (moments[:, :1] / moments[:, 1:]).reshape_as(e[:, :1])
+    probs = e / e.sum(dim=1, keepdim=True) if with_probs else None
+    return coarse, probs
 
 
 def sparse_fill(sparse: torch.Tensor, mask: torch.Tensor, levels: int = 5
@@ -130,7 +188,7 @@ def sparse_fill(sparse: torch.Tensor, mask: torch.Tensor, levels: int = 5
     finest level whose cell holds a value (level 0: the pixel's own value). Returns
     (fill (N,1,h,w), has (N,1,h,w) 1 where any level had a value, level (N,1,h,w) = finest level
     used / ``levels``, 1 where none). The pyramid is merged at stride 2 and upsampled once, so the
-    full-resolution cost is one resize and one select."""
+    full-resolution cost is one resize and a few one-channel products."""
     num, den = F.avg_pool2d(sparse * mask, 2), F.avg_pool2d(mask, 2)
     nums, dens = [num], [den]
     for _ in range(levels - 1):
@@ -149,10 +207,11 @@ def sparse_fill(sparse: torch.Tensor, mask: torch.Tensor, levels: int = 5
         level = torch.where(here, torch.full_like(level, (i + 1) / levels), level)
     up = torch.cat([fill, has, level], dim=1)
     up = F.interpolate(up, scale_factor=2.0, mode="nearest")
-    here = mask > 0
-    fill = torch.where(here, sparse, up[:, 0:1])
-    has = torch.where(here, torch.ones_like(mask), up[:, 1:2])
-    level = torch.where(here, torch.zeros_like(mask), up[:, 2:3])
+    # Full resolution, where mask is 0 or 1: arithmetic instead of Where (~5x faster in ONNX
+    # Runtime at this size); the same values up to one rounding of the fill.
+    fill = up[:, 0:1] + mask * (sparse - up[:, 0:1])
+    has = torch.maximum(up[:, 1:2], mask)
+    level = up[:, 2:3] * (1.0 - mask)
     return fill, has, level
 
 
@@ -179,28 +238,40 @@ class Student(nn.Module):
         skips = list(reversed(w[:-1]))
         self.fuse = nn.ModuleList(_conv_bn_relu(dec_in[i] + skips[i], cfg.decoder_widths[i], 1)
                                   for i in range(len(skips)))
+        self._fuse_low = tuple(dec_in)  # channels of the upsampled input of each fusion
         self.dec_blocks = nn.ModuleList(SeparableBlock(c, c) for c in cfg.decoder_widths)
         feat = cfg.decoder_widths[-1]
         # Hybrid bin head.
         self.bin_mlp = nn.Sequential(nn.Linear(w[-1], cfg.bin_hidden), nn.ReLU(inplace=True),
                                      nn.Linear(cfg.bin_hidden, cfg.bins))
-        self.bin_logits = nn.Conv2d(feat, cfg.bins, 1)
-        # Full-resolution refinement and uncertainty.
-        self.full_rgb = _conv_bn_relu(3, cfg.full_res_channels, 3, 1)
+        self.bin_logits = nn.Conv2d(cfg.decoder_widths[-1 if cfg.bin_stride == 2 else -2],
+                                    cfg.bins, 1)
+        # Refinement and uncertainty.
         rc = cfg.refine_channels
-        # Full resolution is the costly part: decoder features are projected to rc channels at
-        # stride 2, upsampled and added (no wide full-resolution concatenation).
+        heads = 3 if cfg.sparse_fill else 2    # log-depth residual, sigma, (LiDAR blend weight)
+        sparse_channels = 4 if cfg.sparse_fill else 2
         self.refine_feat = nn.Conv2d(feat, rc, 1)
-        self.refine_in = nn.Conv2d(3 + cfg.full_res_channels + (2 if cfg.sparse_fill else 0), rc,
-                                   1)
-        # No batch norm right after the sum (ONNX Runtime cannot fold it into a convolution and
-        # it costs ~2 ms at full resolution); refine_in has a bias instead.
+        if cfg.refine_stride == 1:
+            self.full_rgb = _conv_bn_relu(3, cfg.full_res_channels, 3, 1)
+            # Decoder features are projected to rc channels at stride 2, upsampled and added (no
+            # wide full-resolution concatenation).
+            self.refine_in = nn.Conv2d(1 + sparse_channels + cfg.full_res_channels, rc, 1)
+            last = nn.Conv2d(rc, heads, 1)
+        else:
+            # Full resolution in through 2x2 stride-2 convolutions (space-to-depth and a 1x1
+            # convolution in one: every full-resolution pixel keeps its own weights) ...
+            self.refine_rgb = nn.Conv2d(3, rc, 2, 2)
+            self.refine_sparse = nn.Conv2d(sparse_channels, rc, 2, 2, bias=False)
+            self.refine_coarse = nn.Conv2d(1, rc, 1, bias=False)
+            # ... and out through a 2x2 stride-2 transposed convolution (depth-to-space).
+            last = nn.ConvTranspose2d(rc, heads, 2, 2)
+        # No batch norm right after the sum (ONNX Runtime cannot fold it into a convolution);
+        # the input convolution has a bias instead.
         self.refine = nn.Sequential(nn.ReLU(inplace=True),
                                     nn.Conv2d(rc, rc, 3, 1, 1, groups=rc, bias=False),
-                                    nn.BatchNorm2d(rc), nn.ReLU(inplace=True),
-                                    nn.Conv2d(rc, 3 if cfg.sparse_fill else 2, 1))
+                                    nn.BatchNorm2d(rc), nn.ReLU(inplace=True), last)
 
-    def _run(self, rgb: torch.Tensor, sparse: torch.Tensor):
+    def _run(self, rgb: torch.Tensor, sparse: torch.Tensor, aux: bool = False):
         if not (torch.jit.is_tracing() or torch.jit.is_scripting()):
             h, w = rgb.shape[-2:]
             if h % 32 or w % 32:
@@ -211,9 +282,10 @@ class Student(nn.Module):
         sparse_feats = []
         if cfg.sparse_fill:
             fill, has, level = sparse_fill(sparse, mask)
-            x = torch.cat([sparse, mask, fill, level], dim=1)
+            sparse_in = torch.cat([sparse, mask, fill, level], dim=1)
         else:
-            x = torch.cat([sparse, mask], dim=1)
+            sparse_in = torch.cat([sparse, mask], dim=1)
+        x = sparse_in
         for conv, proj in zip(self.sparse_convs, self.sparse_proj):
             x = conv(x)
             sparse_feats.append(proj(x))
@@ -230,28 +302,40 @@ class Student(nn.Module):
         widths = widths / widths.sum(dim=1, keepdim=True)
         centres = cfg.d_min + (1.0 - cfg.d_min) * (torch.cumsum(widths, dim=1) - 0.5 * widths)
         # Decoder.
-        for fuse, block, skip in zip(self.fuse, self.dec_blocks, reversed(skips[:-1])):
-            x = block(fuse(torch.cat([_up2(x), skip], dim=1)))
+        bin_stage = len(self.fuse) - (1 if cfg.bin_stride == 2 else 2)
+        for stage, (fuse, block, skip, c) in enumerate(zip(
+                self.fuse, self.dec_blocks, reversed(skips[:-1]), self._fuse_low)):
+            x = block(_fuse_up(fuse, x, skip, c))
+            if stage == bin_stage:
+                bin_features = x                            # stride bin_stride
         features = x                                        # stride 2
-        probs = _channel_softmax(self.bin_logits(features))
-        coarse = (probs * centres[:, :, None, None]).sum(dim=1, keepdim=True)
+        coarse, probs = _bin_expectation(self.bin_logits(bin_features), centres, aux)
+        if cfg.bin_stride == 4:  # to stride 2 for the refinement
+            coarse = _up2(coarse)
         coarse_full = _up2(coarse)
-        parts = [coarse_full, sparse, mask, self.full_rgb(rgb)]
-        if cfg.sparse_fill:
-            parts += [fill, level]
-        out = self.refine(self.refine_in(torch.cat(parts, dim=1))
-                          + _up2(self.refine_feat(features)))
+        if cfg.refine_stride == 1:
+            parts = [coarse_full, sparse, mask, self.full_rgb(rgb)]
+            if cfg.sparse_fill:
+                parts += [fill, level]
+            out = self.refine(self.refine_in(torch.cat(parts, dim=1))
+                              + _up2(self.refine_feat(features)))
+        else:
+            out = self.refine(self.refine_rgb(rgb) + self.refine_sparse(sparse_in)
+                              + self.refine_coarse(coarse) + self.refine_feat(features))
         base = coarse_full
         if cfg.sparse_fill:  # blend towards the densified LiDAR where there is any
             alpha = torch.sigmoid(out[:, 2:3]) * has
             base = alpha * fill + (1.0 - alpha) * coarse_full
         depth = base * torch.exp(cfg.refine_bound * torch.tanh(out[:, :1]))
-        uncertainty = F.softplus(out[:, 1:2]) + 1e-4
+        if cfg.sigma_activation == "softplus":
+            uncertainty = F.softplus(out[:, 1:2]) + 1e-4
+        else:  # ONNX Runtime's Softplus costs ~2 ms at full resolution; Clip + Exp ~0.3 ms
+            uncertainty = torch.exp(out[:, 1:2].clamp(-9.0, 2.0))
         return depth, uncertainty, coarse_full, centres, probs, features, bottleneck
 
     def forward(self, rgb: torch.Tensor, sparse: torch.Tensor):
         """(N,3,h,w), (N,1,h,w) -> depth, uncertainty, both (N,1,h,w) in depth_scale units."""
-        depth, uncertainty = self._run(rgb, sparse)[:2]
+        depth, uncertainty = self._run(rgb, sparse, aux=False)[:2]
         return depth, uncertainty
 
     def forward_with_aux(self, rgb: torch.Tensor, sparse: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -261,7 +345,7 @@ class Student(nn.Module):
         decoder features; ``bottleneck`` (N,C5,h/32,w/32), the encoder output."""
         keys = ("depth", "uncertainty", "coarse_depth", "bin_centres", "bin_probs", "features",
                 "bottleneck")
-        return dict(zip(keys, self._run(rgb, sparse)))
+        return dict(zip(keys, self._run(rgb, sparse, aux=True)))
 
 
 def build_student(variant: str = "tiny", **overrides) -> Student:
@@ -281,35 +365,20 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 def gflops(model: nn.Module, h: int, w: int) -> float:
     """Billions of multiply-adds for one (3,h,w) image with full LiDAR-shaped input.
 
-    Counts ``nn.Conv2d`` and ``nn.Linear`` layers only (the convention of most depth-completion
-    papers' "GFLOPs", 1 multiply-add = 1); batch norm, activations, resizing, softmax and the bin
+    Counts convolutions (transposed ones too) and matrix products, as computed (the convention
+    of most depth-completion papers' "GFLOPs", 1 multiply-add = 1), with
+    ``torch.utils.flop_counter``; batch norm, activations, resizing, softmax and the bin
     expectation are left out. Runs one forward pass in eval mode without gradients.
     """
-    total = [0]
-
-    def conv_hook(module, _inputs, output):
-        kh, kw = module.kernel_size
-        total[0] += output[0].numel() * (module.in_channels // module.groups) * kh * kw
-
-    def linear_hook(module, _inputs, output):
-        total[0] += output[0].numel() * module.in_features
-
-    handles = []
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(conv_hook))
-        elif isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(linear_hook))
+    from torch.utils.flop_counter import FlopCounterMode
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, 3, h, w), torch.zeros(1, 1, h, w))
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
-    return total[0] / 1e9
+    return counter.get_total_flops() / 2 / 1e9  # the counter counts a multiply-add as 2
 
 
 __all__ = ["StudentConfig", "VARIANTS", "Student", "SeparableBlock", "build_student",

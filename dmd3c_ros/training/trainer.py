@@ -52,6 +52,7 @@ class TrainConfig:
     out: str = "../../out/train/run"
     variant: str = "tiny"
     init: str | None = None       # weights to start from (e.g. the pretrain run's best)
+    init_strict: bool = True      # False: load the tensors that fit, the rest start fresh
     steps: int = 1000
     batch_size: int = 4
     crop: tuple[int, int] = (192, 640)
@@ -359,7 +360,17 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
     student = build_student(config.variant)
     if config.init:
         state, _ = load_student_weights(config.init)
-        student.load_state_dict(state)
+        if config.init_strict:
+            student.load_state_dict(state)
+        else:  # e.g. a new head on a trained encoder: keep what fits by name and shape
+            own = student.state_dict()
+            kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+            if not kept:
+                raise ValueError(f"init {config.init}: no tensor fits variant {config.variant}")
+            student.load_state_dict(kept, strict=False)
+            fresh = sorted(set(own) - set(kept))
+            log(f"init {config.init}: {len(kept)} tensors loaded, {len(fresh)} start fresh: "
+                f"{', '.join(fresh)}")
     module = TrainModule(student, Objective(config, student.config.decoder_widths[-1]))
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
