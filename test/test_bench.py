@@ -19,7 +19,7 @@ from dmd3c_ros.runtime import factory
 
 FAST = ["--synthetic", "--frames", "3", "--warmup", "1"]
 MESSAGE_MODULES = ("rclpy", "rclpy.serialization", "sensor_msgs", "sensor_msgs.msg",
-                   "dmd3c_ros.ros.adapters", "dmd3c_ros.ros.feeder")
+                   "dmd3c_ros.ros.bench", "dmd3c_ros.ros.adapters", "dmd3c_ros.ros.feeder")
 
 needs_student = pytest.mark.skipif(default_model_spec() is None,
                                    reason="no shipped student (models/student.yaml)")

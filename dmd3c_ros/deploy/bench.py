@@ -30,7 +30,8 @@ JSON (DESIGN.md; keys may be added, never renamed)::
      "runs": [every LABEL x resolution x batch], "skipped": {LABEL: why}, "notes": [..],
      "machine": {..}, "command": .., "date": .., "frames": .., "warmup": .., ...}
 
-rclpy and the message packages are imported only inside the functions that need them.
+The ROS side (message steps, the node run) is ``dmd3c_ros.ros.bench``, imported only when used:
+this module needs no rclpy.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import cv2
 import numpy as np
@@ -61,20 +62,15 @@ from dmd3c_ros.runtime.onnxruntime_backend import cpu_cores
 from dmd3c_ros.runtime.pipeline import CompletionPipeline
 from dmd3c_ros.runtime.spec import ModelSpecError, load_spec
 
+if TYPE_CHECKING:  # the ROS side (rclpy) is imported only when messages or a node are measured
+    from dmd3c_ros.ros.bench import Messages
+
 DEFAULT_DATA = kitti_sample_dir()
 INT8_SPEC = "student_int8.yaml"  # an INT8-quantised student next to the shipped one, if any
 STAGES = ("decode", "projection", "preprocess", "inference", "postprocess", "encode", "total")
-NODE_STAGES = ("queued", "decode", "projection", "preprocess", "inference", "postprocess",
-               "publish")  # the completion node's /diagnostics <stage>_p50_ms
 NODE_OPTIONS = ("node_backend", "rate", "seconds", "domain_id", "ready_timeout")
 TENSORRT_SKIPPED = "not measured: no GPU (TensorRT, pycuda or a CUDA device missing)"
 NO_MESSAGES = "decode and encode not measured: the ROS 2 message libraries are missing ({error})"
-NODE_MEASURED = ("p50_ms / p95_ms: inside the node, image received -> depth published (its "
-                 "/diagnostics latency_p50_ms / latency_p95_ms, over its last 200 frames, warm-up "
-                 "included); subscriber_*: this process, image published -> depth received; "
-                 "dropped: frames sent that got no depth")
-
-
 # ------------------------------------------------------------------------------------- frame
 
 @dataclass(frozen=True)
@@ -158,50 +154,13 @@ def parse_resolution(text: str) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------------- messages
 
-class Messages:
-    """The message stages: decode of the frame's serialized inputs, encode of the outputs."""
+def message_stages():
+    """(Messages, None), or (None, why) when rclpy or the message packages are missing.
 
-    def __init__(self) -> None:
-        from rclpy.serialization import deserialize_message, serialize_message
-        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-
-        from dmd3c_ros.ros import adapters
-        from dmd3c_ros.ros.feeder import KittiFrame, frame_messages
-        self._deserialize, self._serialize = deserialize_message, serialize_message
-        self._types = (Image, CameraInfo, PointCloud2)
-        self._adapters, self._kitti_frame, self._frame_messages = (adapters, KittiFrame,
-                                                                   frame_messages)
-
-    def serialize_inputs(self, frame: BenchFrame) -> tuple[bytes, bytes, bytes]:
-        """The Image (rgb8), CameraInfo and PointCloud2 of ``frame`` as the wire carries them."""
-        kitti = self._kitti_frame(frame.rgb, frame.points, frame.camera, frame.lidar_to_camera,
-                                  None, frame.name)
-        return tuple(self._serialize(msg) for msg in self._frame_messages(kitti, 0.0))
-
-    def decode(self, blobs):
-        """(rgb (H, W, 3) uint8, camera, points (N, 3) float32, image header) of the blobs."""
-        image, info, cloud = (self._deserialize(blob, kind)
-                              for blob, kind in zip(blobs, self._types))
-        a = self._adapters
-        return (a.image_to_rgb(image), a.camera_info_to_camera(info), a.pointcloud2_to_xyz(cloud),
-                image.header)
-
-    def encode(self, depth, uncertainty, camera, header) -> tuple[int, int]:
-        """Serialize the node's outputs for one frame; returns the depth message's (W, H)."""
-        a = self._adapters
-        depth_msg = a.array_to_image(depth, "32FC1", header)
-        outputs = [depth_msg, a.camera_to_camera_info(camera, header)]
-        if uncertainty is not None:
-            outputs.append(a.array_to_image(uncertainty.astype(np.float32, copy=False), "32FC1",
-                                            header))
-        for msg in outputs:
-            self._serialize(msg)
-        return int(depth_msg.width), int(depth_msg.height)
-
-
-def message_stages() -> tuple[Messages | None, str | None]:
-    """(Messages, None), or (None, why) when rclpy or the message packages are missing."""
+    ``Messages`` (dmd3c_ros.ros.bench) serialises a frame's messages and times the node's
+    decode and encode steps."""
     try:
+        from dmd3c_ros.ros.bench import Messages
         return Messages(), None
     except ImportError as error:
         return None, NO_MESSAGES.format(error=error)
@@ -398,89 +357,6 @@ def measure(entries: list[Entry], frame: BenchFrame, messages: Messages | None, 
 
 
 # ------------------------------------------------------------------------------------ node
-
-def _diagnostic_number(report, key: str) -> float | int | None:
-    """A /diagnostics value as a number (an int when it is one), None when absent or NaN."""
-    value = report.diagnostic_value(key)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        pass
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if np.isfinite(number) else None
-
-
-def run_node(frame: BenchFrame, *, backend: str = "onnxruntime", model: str | None = None,
-             rate_hz: float = 10.0, seconds: float = 10.0, domain_id: int | None = None,
-             ready_timeout_s: float = 90.0, log_path=None,
-             say: Callable[[str], None] = print) -> dict:
-    """Stream ``frame`` to the completion node in its own process and return the node block.
-
-    Raises:
-        NodeProcessError: the node died; TimeoutError: it never answered.
-    """
-    import rclpy
-
-    from dmd3c_ros.ros.feeder import KittiFrame, StreamDriver
-    from dmd3c_ros.ros.graph import (NodeProcess, free_domain_id, lidar_to_camera_parameter,
-                                     ros_process_env, setup_process_env)
-    domain_id = free_domain_id() if domain_id is None else int(domain_id)
-    parameters = {"backend": backend, "model": model,
-                  "lidar_to_camera": lidar_to_camera_parameter(frame.lidar_to_camera)}
-    node = NodeProcess(parameters, ros_process_env(domain_id), log_path=log_path)
-    setup_process_env()  # this process: LOCALHOST discovery, the Fast DDS profile (domain below)
-    context = rclpy.Context()
-    driver = None
-    say(f"node: starting the completion node (backend {backend}, ROS domain {domain_id})")
-    node.start()
-    try:
-        rclpy.init(context=context, domain_id=domain_id)
-        kitti = KittiFrame(frame.rgb, frame.points, frame.camera, frame.lidar_to_camera, None,
-                           frame.name)
-        driver = StreamDriver(kitti, context=context, rate_hz=rate_hz)
-        ready_s = driver.wait_until_ready(ready_timeout_s, check=node.check)
-        say(f"node: answering after {ready_s:.1f} s; streaming {frame.size[0]}x{frame.size[1]} "
-            f"at {rate_hz:g} Hz for {seconds:g} s")
-        driver.run(seconds=seconds, check=node.check,
-                   progress=lambda sent, answered, elapsed: say(
-                       f"  node {elapsed:4.1f} s: {sent} frames sent, {answered} answered"))
-        settle = time.monotonic() + 1.5  # the node publishes /diagnostics at 1 Hz: a fresh one
-        while time.monotonic() < settle:
-            node.check()
-            driver.executor.spin_once(timeout_sec=0.05)
-        report = driver.report()
-    finally:
-        if driver is not None:
-            driver.close()
-        context.try_shutdown()
-        code = node.stop(timeout_s=5.0)
-        say(f"node: stopped (exit code {code})")
-    return json_safe({
-        "backend": report.diagnostic_value("backend") or backend,
-        "p50_ms": _diagnostic_number(report, "latency_p50_ms"),
-        "p95_ms": _diagnostic_number(report, "latency_p95_ms"),
-        "dropped": report.frames_sent - report.frames_answered,
-        "frames": report.frames_sent,
-        "measured": NODE_MEASURED,
-        "frames_sent": report.frames_sent, "frames_answered": report.frames_answered,
-        "answered_fraction": report.answered_fraction,
-        "subscriber_p50_ms": report.latency_p50_ms, "subscriber_p95_ms": report.latency_p95_ms,
-        "subscriber_max_ms": report.latency_max_ms,
-        "node_dropped_frames": _diagnostic_number(report, "dropped_frames"),
-        "node_frames_in": _diagnostic_number(report, "frames_in"),
-        "node_frames_published": _diagnostic_number(report, "frames_published"),
-        # Where the node's own latency goes: its /diagnostics <stage>_p50_ms values.
-        "node_stages_p50_ms": {name: _diagnostic_number(report, f"{name}_p50_ms")
-                               for name in NODE_STAGES
-                               if _diagnostic_number(report, f"{name}_p50_ms") is not None},
-        "mode": report.diagnostic_value("mode"), "headers_equal": report.headers_equal,
-        "sizes": report.sizes, "model": model, "rate_hz": rate_hz, "seconds": seconds,
-        "resolution": f"{frame.size[0]}x{frame.size[1]}", "ready_s": ready_s,
-        "domain_id": domain_id, "log": str(node.log_path)})
-
 
 # ---------------------------------------------------------------------------------- reports
 
@@ -685,6 +561,7 @@ def run(args) -> int:
         width, height = (args.resolution or [frame.size])[0]
         log = Path(args.json).with_suffix(".node.log").resolve() if args.json else None
         try:
+            from dmd3c_ros.ros.bench import run_node
             result["node"] = run_node(
                 frame_at(frame, width, height), backend=args.node_backend,
                 model=(args.model or [None])[0] if args.node_backend != "classical" else None,
