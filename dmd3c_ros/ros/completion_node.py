@@ -4,7 +4,8 @@ Subscriptions (sensor-data QoS): ``image``, ``camera_info``, ``points``, approxi
 synchronised within ``sync_slop``. Callbacks only hand the frame to a worker thread through a
 one-slot drop-oldest queue; the worker decodes, projects, infers and publishes ``depth`` (32FC1
 metres, the image's header), ``depth/camera_info``, ``depth/uncertainty`` (when the model gives
-it and the topic has a subscriber), optionally ``depth/points`` and ``depth/colorized``, and ``/diagnostics`` once a second.
+it and the topic has a subscriber), optionally ``depth/points`` and ``depth/colorized``, and
+``/diagnostics`` once a second (with the p50 milliseconds of each stage of the worker).
 Without LiDAR for ``lidar_timeout`` seconds, a model that supports it runs camera-only (mono).
 """
 from __future__ import annotations

@@ -5,8 +5,9 @@ onnxruntime build has it and the CPU provider always, and ``intra_op_threads`` t
 the number of CPU cores), with ONNX Runtime's spinning worker threads: the settings that measured
 fastest for the shipped student on 2 cores (``python -m dmd3c_ros.deploy.ort_tuning``,
 docs/benchmarks.md). ``graph_optimization`` and ``session_config`` (ONNX Runtime session config
-entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``) override them. Frames are batched into one ``run`` call when the ONNX batch dimension is
-dynamic, in chunks of the static batch size otherwise.
+entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``) override them. Frames are batched
+into one ``run`` call when the ONNX batch dimension is dynamic, in chunks of the static batch
+size otherwise.
 """
 from __future__ import annotations
 
