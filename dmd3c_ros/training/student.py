@@ -24,8 +24,8 @@ The hybrid bin head then gives
 - coarse depth = expectation of the centres under the probabilities, upsampled to full resolution;
 - with ``sparse_fill`` (default) the LiDAR is also densified inside the network
   (:func:`sparse_fill`: normalised averaging in 2^l cells, coarse to fine, l <= 5), fed to the
-  sparse branch and the refinement, and blended in: ``base = alpha * fill + (1 - alpha) * coarse`` with a
-  learnt per-pixel ``alpha`` (0 where no LiDAR value is within reach, so mono mode is the bin
+  sparse branch and the refinement, and blended in: ``base = alpha * fill + (1 - alpha) *
+  coarse`` with a learnt per-pixel ``alpha`` (0 where no LiDAR value is within reach, so mono mode is the bin
   estimate alone): completion starts from the measured depths rather than re-deriving them;
 - a bounded residual refinement: ``depth = base * exp(refine_bound * tanh(r))`` (positive,
   within a factor ``exp(refine_bound)`` of ``base``), and the uncertainty ``sigma`` (exp of a
