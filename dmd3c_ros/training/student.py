@@ -25,8 +25,9 @@ The hybrid bin head then gives
 - with ``sparse_fill`` (default) the LiDAR is also densified inside the network
   (:func:`sparse_fill`: normalised averaging in 2^l cells, coarse to fine, l <= 5), fed to the
   sparse branch and the refinement, and blended in: ``base = alpha * fill + (1 - alpha) *
-  coarse`` with a learnt per-pixel ``alpha`` (0 where no LiDAR value is within reach, so mono mode is the bin
-  estimate alone): completion starts from the measured depths rather than re-deriving them;
+  coarse`` with a learnt per-pixel ``alpha`` (0 where no LiDAR value is within reach, so mono
+  mode is the bin estimate alone): completion starts from the measured depths rather than
+  re-deriving them;
 - a bounded residual refinement: ``depth = base * exp(refine_bound * tanh(r))`` (positive,
   within a factor ``exp(refine_bound)`` of ``base``), and the uncertainty ``sigma`` (exp of a
   clipped log-sigma; softplus in v1). With ``refine_stride`` 2 (default) the refinement runs at
