@@ -322,6 +322,27 @@ def test_startup_errors_name_the_problem(graph, parameters, message):
         start(**parameters)
 
 
+def test_tensorrt_engine_builds_are_logged_by_the_node(graph, monkeypatch):
+    # No GPU here: a stand-in for the TensorRT backend records what the node hands it, and
+    # "builds" through the progress callback the node gives it (its logger).
+    from dmd3c_ros.runtime import factory
+    handed = {}
+
+    def fake_tensorrt(spec, precision, engine_cache_dir, **options):
+        handed.update(options, precision=precision)
+        options["progress"]("building a fp16 TensorRT engine (stand-in)")
+        return ConstantMono()
+
+    monkeypatch.setattr(factory, "tensorrt_available", lambda: True)
+    monkeypatch.setattr(factory, "_make_tensorrt", fake_tensorrt)
+    start, _ = graph
+    node, harness = start(backend="tensorrt", precision="fp16")
+    assert handed["precision"] == "fp16" and callable(handed["progress"])
+    assert handed["progress"].__self__.name == node.get_logger().name
+    harness.send()
+    assert wait_until(lambda: harness.depth)
+
+
 def test_empty_extrinsic_needs_tf(graph):
     pytest.importorskip("rclpy")
     try:
