@@ -31,6 +31,16 @@ def json_safe(value):
     return value
 
 
+def write_json(path, data) -> Path:
+    """Write ``data`` as strict, indented JSON (via :func:`json_safe`) to ``path``, creating its
+    folder; returns the path."""
+    import json
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
+    return path
+
+
 class InputFileError(ValueError):
     """An input file is missing or cannot be decoded."""
 

@@ -51,7 +51,7 @@ import numpy as np
 
 from dmd3c_ros.core.camera import PinholeCamera
 from dmd3c_ros.core.config import BACKENDS, PRECISIONS
-from dmd3c_ros.core.io import json_safe
+from dmd3c_ros.core.io import write_json
 from dmd3c_ros.core.machine import cpu_model
 from dmd3c_ros.core.kitti_sample import load_kitti_frame
 from dmd3c_ros.core.projection import project_to_depth
@@ -99,6 +99,20 @@ def load_frame(folder) -> BenchFrame:
     frame = load_kitti_frame(folder)
     return BenchFrame(frame.rgb, frame.points, frame.camera, frame.lidar_to_camera, frame.name,
                       str(folder))
+
+
+def choose_frame(data=None, *, synthetic: bool = False,
+                 say: Callable[[str], None] | None = None) -> BenchFrame:
+    """The frame to measure: the synthetic one when asked for, else the KITTI sample folder
+    ``data`` (default :data:`DEFAULT_DATA`), falling back to the synthetic frame (and saying so)
+    when no folder is given and the default sample is absent."""
+    if not synthetic and data is None and not (DEFAULT_DATA / "velodyne.bin").is_file():
+        if say is not None:
+            say(f"{DEFAULT_DATA} not found: benchmarking a synthetic KITTI-like frame")
+        synthetic = True
+    if synthetic:
+        return synthetic_frame()
+    return load_frame(data if data is not None else DEFAULT_DATA)
 
 
 def synthetic_frame(width: int = 1242, height: int = 375, seed: int = 0) -> BenchFrame:
@@ -539,16 +553,9 @@ def _say(text: str) -> None:
 
 def run(args) -> int:
     """``dmd3c bench``: measure, write the JSON and the Markdown (stdout without --markdown)."""
-    import json
     if args.rate <= 0 or args.seconds <= 0 or (args.soak is not None and args.soak <= 0):
         raise ValueError("--rate, --seconds and --soak must be positive")
-    data = args.data
-    if args.synthetic or (data is None and not (DEFAULT_DATA / "velodyne.bin").is_file()):
-        frame = synthetic_frame()
-        if not args.synthetic:
-            _say(f"{DEFAULT_DATA} not found: benchmarking a synthetic KITTI-like frame")
-    else:
-        frame = load_frame(data if data is not None else DEFAULT_DATA)
+    frame = choose_frame(args.data, synthetic=args.synthetic, say=_say)
     result = run_bench(frame, backends=args.backend, models=args.model,
                        precisions=args.precision, resolutions=args.resolution,
                        batches=args.batch, frames=args.frames, warmup=args.warmup,
@@ -574,9 +581,7 @@ def run(args) -> int:
             code = 1
     markdown = format_markdown(result)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(json_safe(result), indent=2, allow_nan=False)
-                                   + "\n")
+        write_json(args.json, result)
         _say(f"wrote {args.json}")
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)

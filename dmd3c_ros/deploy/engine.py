@@ -19,13 +19,14 @@ two calibration frames, compared as depth in metres.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from dmd3c_ros.core.io import write_json
 
 LOG = logging.getLogger(__name__)
 ENGINE_PRECISIONS = ("fp32", "fp16", "int8")
@@ -311,10 +312,7 @@ def run(args: argparse.Namespace) -> int:
                           parity=not args.no_parity, progress=progress)
     print(format_result(result))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {path}")
+        print(f"wrote {write_json(args.json, result)}")
     return 0
 
 

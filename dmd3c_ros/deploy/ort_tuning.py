@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import shlex
 import sys
 import time
@@ -24,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from dmd3c_ros.core.projection import project_to_depth
-from dmd3c_ros.deploy.bench import DEFAULT_DATA, load_frame, machine_info, synthetic_frame
+from dmd3c_ros.core.io import write_json
+from dmd3c_ros.deploy.bench import choose_frame, machine_info
 from dmd3c_ros.paths import default_model_spec
 from dmd3c_ros.runtime.onnxruntime_backend import OnnxRuntimeBackend, cpu_cores
 from dmd3c_ros.runtime.spec import load_spec
@@ -53,8 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run(args, argv: list[str]) -> dict:
     spec = load_spec(args.model or default_model_spec())
-    data = args.data or (DEFAULT_DATA if (DEFAULT_DATA / "velodyne.bin").is_file() else None)
-    frame = load_frame(data) if data else synthetic_frame()
+    frame = choose_frame(args.data)
     sessions = {}
     for threads, spinning, level in itertools.product(args.threads, args.spinning,
                                                       args.graph_optimization):
@@ -104,7 +103,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     result = run(args, argv)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result)
     print(markdown(result))
     return 0
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmd3c_ros.core.io import sha256_file
+from dmd3c_ros.core.io import sha256_file, write_json
 from dmd3c_ros.deploy.calibration import CalibrationError, calibration_feeds, calibration_samples
 from dmd3c_ros.runtime.spec import ModelSpec, load_spec
 
@@ -172,10 +172,9 @@ def run(args) -> int:
                             image_topic=args.image_topic,
                             camera_info_topic=args.camera_info_topic,
                             points_topic=args.points_topic)
-    text = json.dumps(result, indent=1)
     if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
+        write_json(args.json, result)
+    print(json.dumps(result, indent=1))
     return 0
 
 
