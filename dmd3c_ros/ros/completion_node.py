@@ -37,7 +37,7 @@ from dmd3c_ros.ros.params import declare_parameters, read_config
 from dmd3c_ros.ros.slot import LatestSlot
 from dmd3c_ros.ros.sync import header_stamp_ns, make_synchronizers
 from dmd3c_ros.runtime.base import Backend, BackendError, MonoNotSupportedError
-from dmd3c_ros.runtime.factory import create_backend, resolve_backend_name
+from dmd3c_ros.runtime.factory import create_backend
 from dmd3c_ros.runtime.pipeline import CompletionPipeline
 from dmd3c_ros.runtime.spec import ModelSpecError
 
@@ -66,8 +66,9 @@ class CompletionNode(Node):
             self.config = read_config(self)
             if backend is None:
                 options = {}
-                if resolve_backend_name(self.config.backend) == "tensorrt":
+                if self.config.backend in ("auto", "tensorrt"):
                     # A missing engine is built here, before the first frame: say so in the log.
+                    # (With auto on a machine without TensorRT, create_backend drops it.)
                     options["progress"] = self.get_logger().info
                 backend = create_backend(self.config.backend, self.config.model or None,
                                          precision=self.config.precision,
