@@ -12,9 +12,9 @@ In process, each frame goes through the node's own code path, stage by stage:
                  camera_to_camera_info, serialize_message of each
     total        the sum of the stages measured for that frame
 
-With batch N > 1 the N projected sparse maps go through ``backend.infer_batch`` (the surround
-node's path: the backend's own pre/post-processing, no pipeline range filter) and the figures are
-per batch, plus ``per_frame_ms`` = total / N. Without rclpy the message stages are left out (a
+With batch N > 1 the N copies go through ``CompletionPipeline.run_batch`` (the surround node's
+path: projection each, one batched inference) and the figures are per batch, plus
+``per_frame_ms`` = total / N. Without rclpy the message stages are left out (a
 note says so). Backends run back to back in one process, frames interleaved round-robin (the
 first backend rotated every frame) so that their ratios are comparable on a busy machine.
 
@@ -54,12 +54,11 @@ from dmd3c_ros.core.config import BACKENDS, PRECISIONS
 from dmd3c_ros.core.io import write_json
 from dmd3c_ros.core.machine import cpu_model
 from dmd3c_ros.core.kitti_sample import load_kitti_frame
-from dmd3c_ros.core.projection import project_to_depth
 from dmd3c_ros.paths import default_model_spec, kitti_sample_dir
 from dmd3c_ros.runtime import factory
 from dmd3c_ros.runtime.base import BackendError
 from dmd3c_ros.runtime.onnxruntime_backend import cpu_cores
-from dmd3c_ros.runtime.pipeline import CompletionPipeline
+from dmd3c_ros.runtime.pipeline import CompletionPipeline, View
 from dmd3c_ros.runtime.spec import ModelSpecError, load_spec
 
 if TYPE_CHECKING:  # the ROS side (rclpy) is imported only when messages or a node are measured
@@ -312,29 +311,24 @@ def measure_frame(entry: Entry, frame: BenchFrame, messages: Messages | None, bl
 
 def measure_batch(entry: Entry, frame: BenchFrame, messages: Messages | None, blobs,
                   batch: int) -> Sample:
-    """``batch`` copies of the frame: decode, projection each, one infer_batch, encode each."""
+    """``batch`` copies of the frame: decode each, one CompletionPipeline.run_batch (projection
+    each, one batched inference), encode each."""
     stages: dict[str, float] = {}
-    pipeline = entry.pipeline
     decoded = [_inputs(frame, messages, blobs, stages) for _ in range(batch)]
-    start = time.perf_counter()
-    sparses = [project_to_depth(points, camera, frame.lidar_to_camera,
-                                min_depth=pipeline.min_depth, max_depth=pipeline.max_depth)
-               for _, camera, points, _ in decoded]
-    stages["projection"] = _ms(start)
-    start = time.perf_counter()
-    predictions = pipeline.backend.infer_batch([d[0] for d in decoded], sparses)
-    stages["inference"] = _ms(start)
-    stages.update(getattr(pipeline.backend, "last_timings_ms", None) or {})
+    views = [View(rgb, camera, points, frame.lidar_to_camera)
+             for rgb, camera, points, _ in decoded]
+    outcome = entry.pipeline.run_batch(views)
+    stages.update(outcome.timings_ms)
+    results = outcome.results
     encoded = None
     if messages is not None:
         start = time.perf_counter()
-        for (_, camera, _, header), prediction in zip(decoded, predictions):
-            encoded = messages.encode(prediction.depth, prediction.uncertainty, camera, header)
+        for (_, camera, _, header), result in zip(decoded, results):
+            encoded = messages.encode(result.depth, result.uncertainty, camera, header)
         stages["encode"] = _ms(start)
     stages["total"] = sum(stages.values())
     stages["per_frame_ms"] = stages["total"] / batch
-    pixels = int(np.count_nonzero(sparses[0]))
-    return Sample(stages, decoded[0][1].size, encoded, pixels, "completion")
+    return Sample(stages, decoded[0][1].size, encoded, results[0].sparse_pixels, results[0].mode)
 
 
 def percentiles(samples: list[Sample]) -> dict[str, dict[str, float]]:
