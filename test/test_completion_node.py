@@ -301,7 +301,7 @@ def test_uncertainty_is_computed_only_for_a_subscriber(graph):
     assert backend.asked == [False]        # nobody listens to depth/uncertainty yet
     sigmas = []
     harness.create_subscription(Image, "depth/uncertainty", sigmas.append, 10)
-    assert wait_until(lambda: node.pub_sigma.get_subscription_count() >= 1)
+    assert wait_until(lambda: node.outputs.sigma.get_subscription_count() >= 1)
     harness.send()
     assert wait_until(lambda: sigmas)
     assert backend.asked[-1] is True

@@ -5,7 +5,8 @@ The node's ROS parameters map one-to-one onto ``CompletionConfig`` fields; a bad
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import re
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -45,15 +46,17 @@ def parse_extrinsic(values, name: str = "lidar_to_camera") -> np.ndarray | None:
     return matrix
 
 
+CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # a ROS name token (topics, parameters)
+
+
 @dataclass(frozen=True)
-class CompletionConfig:
-    """Settings of one completion node (units: seconds and metres)."""
+class NodeConfig:
+    """Settings the completion and surround nodes share (units: seconds and metres)."""
 
     model: str = ""                 # model spec YAML; "" = the shipped student
     backend: str = "auto"
     precision: str = "fp16"
     engine_cache_dir: str = ""      # "" = ~/.cache/dmd3c_ros/engines
-    lidar_to_camera: tuple = ()     # 16 numbers, row-major 4x4; () = from TF
     sync_slop: float = 0.05         # s
     queue_size: int = 10
     max_depth: float = 100.0        # m
@@ -64,9 +67,7 @@ class CompletionConfig:
     lidar_timeout: float = 0.5      # s without a sweep before mono mode
 
     def __post_init__(self) -> None:
-        def need(ok: bool, name: str, allowed: str) -> None:
-            if not ok:
-                raise ConfigError(f"parameter '{name}' = {getattr(self, name)!r}: {allowed}")
+        need = self._need
         need(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}")
         need(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
         need(self.qos_reliability in RELIABILITIES, "qos_reliability",
@@ -77,6 +78,43 @@ class CompletionConfig:
              f"must be >= 0 and below max_depth ({self.max_depth})")
         need(0.0 < self.max_depth <= 1000.0, "max_depth", "must be in (0, 1000] metres")
         need(self.lidar_timeout > 0.0, "lidar_timeout", "must be > 0 seconds")
+
+    def _need(self, ok: bool, name: str, allowed: str) -> None:
+        if not ok:
+            raise ConfigError(f"parameter '{name}' = {getattr(self, name)!r}: {allowed}")
+
+    @classmethod
+    def _convert(cls, name: str, value, default):
+        """One mapping value as the field's type (ConfigError when it cannot be)."""
+        kind = type(default)
+        if kind is tuple:
+            return tuple(value) if value is not None else ()
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)  # 80 means 80.0
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"parameter '{name}' = {value!r} must be a {kind.__name__}")
+        return value
+
+    @classmethod
+    def from_mapping(cls, values: dict):
+        """Build from a {parameter: value} mapping (unknown keys are an error)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {unknown}; known: {sorted(known)}")
+        clean = {f.name: cls._convert(f.name, values[f.name], f.default)
+                 for f in fields(cls) if f.name in values}
+        return cls(**clean)
+
+
+@dataclass(frozen=True)
+class CompletionConfig(NodeConfig):
+    """Settings of one completion node: one camera, one LiDAR."""
+
+    lidar_to_camera: tuple = ()     # 16 numbers, row-major 4x4; () = from TF
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         parse_extrinsic(self.lidar_to_camera)
 
     @property
@@ -84,22 +122,49 @@ class CompletionConfig:
         """lidar_to_camera as a (4, 4) float64 matrix, or None (use TF)."""
         return parse_extrinsic(self.lidar_to_camera)
 
-    @classmethod
-    def from_mapping(cls, values: dict) -> "CompletionConfig":
-        """Build from a {parameter: value} mapping (unknown keys are an error)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+
+@dataclass(frozen=True)
+class SurroundConfig(NodeConfig):
+    """Settings of one surround node: a ring of cameras, one LiDAR.
+
+    ``lidar_to_camera`` maps a camera name to its 16 numbers (row-major 4x4; missing or empty =
+    from TF). ``camera_timeout``: seconds without an image before a camera counts as stale (not
+    waited for, reported). ``batch_wait``: seconds a sweep (or, camera-only, the first view)
+    waits for the views of the other cameras before the batch runs without them.
+    """
+
+    cameras: tuple = ()
+    camera_timeout: float = 1.0     # s
+    batch_wait: float = 0.15        # s
+    lidar_to_camera: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        need = self._need
+        need(len(self.cameras) > 0, "cameras", "must name at least one camera")
+        for name in self.cameras:
+            need(isinstance(name, str) and bool(CAMERA_NAME.match(name)), "cameras",
+                 f"{name!r} is not a valid name (a letter, then letters, digits or '_'): it "
+                 "becomes the topic namespace <name>/image")
+        need(len(set(self.cameras)) == len(self.cameras), "cameras", "names must be unique")
+        need(self.camera_timeout > 0.0, "camera_timeout", "must be > 0 seconds")
+        need(0.0 <= self.batch_wait <= 10.0, "batch_wait", "must be in [0, 10] seconds")
+        unknown = sorted(set(self.lidar_to_camera) - set(self.cameras))
         if unknown:
-            raise ConfigError(f"unknown parameter(s) {unknown}; known: {sorted(known)}")
-        clean = dict(values)
-        for f in fields(cls):
-            if f.name not in clean:
-                continue
-            value, kind = clean[f.name], type(f.default)
-            if f.name == "lidar_to_camera":
-                clean[f.name] = tuple(value) if value is not None else ()
-            elif kind is float and isinstance(value, int) and not isinstance(value, bool):
-                clean[f.name] = float(value)  # 80 means 80.0
-            elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise ConfigError(f"parameter '{f.name}' = {value!r} must be a {kind.__name__}")
-        return cls(**clean)
+            raise ConfigError(f"lidar_to_camera given for {unknown}, which are not in cameras "
+                              f"{list(self.cameras)}")
+        for name, values in self.lidar_to_camera.items():
+            parse_extrinsic(values, f"{name}.lidar_to_camera")
+
+    @classmethod
+    def _convert(cls, name: str, value, default):
+        if name == "lidar_to_camera":
+            if not isinstance(value, dict):
+                raise ConfigError(f"parameter 'lidar_to_camera' = {value!r} must map camera "
+                                  "names to 16 numbers")
+            return {str(k): tuple(v) if v is not None else () for k, v in value.items()}
+        return super()._convert(name, value, default)
+
+    def extrinsic(self, camera: str) -> np.ndarray | None:
+        """``camera``'s LiDAR -> optical frame transform as a (4, 4) matrix, or None (use TF)."""
+        return parse_extrinsic(self.lidar_to_camera.get(camera, ()), f"{camera}.lidar_to_camera")

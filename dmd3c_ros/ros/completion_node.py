@@ -21,31 +21,24 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from dmd3c_ros.core.calibration import transform_from_quaternion
-from dmd3c_ros.core.colorize import colorize_depth
 from dmd3c_ros.core.config import ConfigError
-from dmd3c_ros.core.projection import depth_to_points
 from dmd3c_ros.core.stats import RollingStats
-from dmd3c_ros.ros.adapters import (MessageError, array_to_image, camera_info_to_camera,
-                                    camera_to_camera_info, image_to_rgb, pointcloud2_to_xyz,
-                                    xyz_to_pointcloud2)
+from dmd3c_ros.ros.adapters import (MessageError, camera_info_to_camera, image_to_rgb,
+                                    pointcloud2_to_xyz)
 from dmd3c_ros.ros.diagnostics import ERROR, OK, WARN, FaultLog, make_status
+from dmd3c_ros.ros.node_common import (DepthOutputs, StageTimes, StartupError, TfExtrinsics,
+                                       create_node_backend, stamped_now)
 from dmd3c_ros.ros.params import declare_parameters, read_config
 from dmd3c_ros.ros.slot import LatestSlot
 from dmd3c_ros.ros.sync import header_stamp_ns, make_synchronizers
-from dmd3c_ros.runtime.base import Backend, BackendError, MonoNotSupportedError
-from dmd3c_ros.runtime.factory import create_backend
+from dmd3c_ros.runtime.base import Backend, MonoNotSupportedError
 from dmd3c_ros.runtime.pipeline import CompletionPipeline
-from dmd3c_ros.runtime.spec import ModelSpecError
 
 NODE_NAME = "completion_node"
-
-
-class StartupError(RuntimeError):
-    """The node cannot start with its parameters (the message says which and why)."""
+__all__ = ["CompletionNode", "StartupError", "main"]
 
 
 @dataclass
@@ -64,30 +57,20 @@ class CompletionNode(Node):
         declare_parameters(self)
         try:
             self.config = read_config(self)
-            if backend is None:
-                options = {}
-                if self.config.backend in ("auto", "tensorrt"):
-                    # A missing engine is built here, before the first frame: say so in the log.
-                    # (With auto on a machine without TensorRT, create_backend drops it.)
-                    options["progress"] = self.get_logger().info
-                backend = create_backend(self.config.backend, self.config.model or None,
-                                         precision=self.config.precision,
-                                         engine_cache_dir=self.config.engine_cache_dir or None,
-                                         **options)
-        except (ConfigError, ModelSpecError, BackendError) as error:
+        except ConfigError as error:
             raise StartupError(str(error)) from error
+        if backend is None:
+            backend = create_node_backend(self.config, self.get_logger())
         self.backend = backend
         self.pipeline = CompletionPipeline(backend, min_depth=self.config.min_depth,
                                            max_depth=self.config.max_depth)
         self._extrinsic = self.config.extrinsic
-        self._tf_buffer = None
-        if self._extrinsic is None:
-            self._start_tf()
+        self._tf = TfExtrinsics(self, "lidar_to_camera") if self._extrinsic is None else None
         self.faults = FaultLog(self.get_logger())
         self.latency_ms = RollingStats()
         # Where the latency goes (ms per frame): queued (image received -> worker starts),
         # decode, the pipeline's stages, publish.
-        self.stage_ms: dict[str, RollingStats] = {}
+        self.stages = StageTimes()
         self._arrivals: OrderedDict[int, float] = OrderedDict()
         self._first_image: float | None = None
         self._last_sweep: float | None = None
@@ -97,7 +80,8 @@ class CompletionNode(Node):
         self._published_at_last_diag = 0
         self._last_diag = time.monotonic()
         self._lock = threading.Lock()
-        self._make_publishers()
+        self.outputs = DepthOutputs(self, "", self.config, backend)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         self.slot: LatestSlot[Frame] = LatestSlot()
         self._stop = threading.Event()
@@ -116,33 +100,6 @@ class CompletionNode(Node):
             f"backend {backend.name}, LiDAR->camera from {source}, sync slop "
             f"{self.config.sync_slop:.3f} s ({self.sync.implementation}), outputs "
             f"{self.config.qos_reliability}")
-
-    # -- set-up ------------------------------------------------------------------------------
-    def _make_publishers(self) -> None:
-        reliability = ReliabilityPolicy.RELIABLE if self.config.qos_reliability == "reliable" \
-            else ReliabilityPolicy.BEST_EFFORT
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=reliability)
-        self.pub_depth = self.create_publisher(Image, "depth", qos)
-        self.pub_info = self.create_publisher(CameraInfo, "depth/camera_info", qos)
-        spec = getattr(self.backend, "spec", None)
-        self.pub_sigma = self.create_publisher(Image, "depth/uncertainty", qos) \
-            if spec is not None and spec.uncertainty_output else None
-        self.pub_points = self.create_publisher(PointCloud2, "depth/points", qos) \
-            if self.config.publish_points else None
-        self.pub_color = self.create_publisher(Image, "depth/colorized", qos) \
-            if self.config.publish_colorized else None
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-
-    def _start_tf(self) -> None:
-        try:
-            import tf2_ros
-        except ImportError as error:
-            raise StartupError(
-                "parameter 'lidar_to_camera' is empty and tf2_ros is not installed (pip-only ROS "
-                "install), so the LiDAR->camera transform cannot come from TF: set "
-                "lidar_to_camera to the 16 numbers of the row-major 4x4 transform") from error
-        self._tf_buffer = tf2_ros.Buffer()
-        self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
 
     # -- callbacks: tiny, never inference ---------------------------------------------------
     def _on_image_arrival(self, image: Image) -> None:
@@ -201,20 +158,11 @@ class CompletionNode(Node):
     def _lidar_to_camera(self, image: Image, points: PointCloud2) -> np.ndarray:
         if self._extrinsic is not None:
             return self._extrinsic
-        from rclpy.duration import Duration
-        from rclpy.time import Time
-        try:
-            t = self._tf_buffer.lookup_transform(image.header.frame_id, points.header.frame_id,
-                                                 Time(), timeout=Duration(seconds=0.05))
-        except Exception as error:  # tf2 lookup, connectivity and extrapolation errors
-            raise LookupError(f"no TF transform from '{points.header.frame_id}' to "
-                              f"'{image.header.frame_id}': {error}") from error
-        tr, q = t.transform.translation, t.transform.rotation
-        return transform_from_quaternion((tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w))
+        return self._tf.lookup(image.header.frame_id, points.header.frame_id)
 
     def _process(self, frame: Frame) -> None:
         started = time.monotonic()
-        self._stage("queued", (started - frame.received) * 1000.0)  # s to ms
+        self.stages.add("queued", (started - frame.received) * 1000.0)  # s to ms
         try:
             rgb = image_to_rgb(frame.image)
             camera = camera_info_to_camera(frame.info)
@@ -223,8 +171,7 @@ class CompletionNode(Node):
                 points = pointcloud2_to_xyz(frame.points)
                 if len(points):
                     extrinsic = self._lidar_to_camera(frame.image, frame.points)
-            # The uncertainty is mapped back to the image only while someone subscribes to it.
-            wanted = self.pub_sigma is not None and self.pub_sigma.get_subscription_count() > 0
+            wanted = self.outputs.wants_uncertainty()
             decoded = time.monotonic()
             result = self.pipeline.run(rgb, camera, points, extrinsic, uncertainty=wanted)
         except MessageError as error:
@@ -240,15 +187,10 @@ class CompletionNode(Node):
         except Exception as error:  # a backend failure must not end the worker
             self.faults.report("internal", ERROR, f"frame failed: {error!r}")
             return
-        self._stage("decode", (decoded - started) * 1000.0)  # s to ms
+        self.stages.add("decode", (decoded - started) * 1000.0)  # s to ms
         for name, ms in result.timings_ms.items():
-            self._stage(name, ms)
+            self.stages.add(name, ms)
         self._publish(frame, camera, result)
-
-    def _stage(self, name: str, ms: float) -> None:
-        if name not in self.stage_ms:
-            self.stage_ms[name] = RollingStats()
-        self.stage_ms[name].add(ms)
 
     def _publish(self, frame: Frame, camera, result) -> None:
         start = time.monotonic()
@@ -257,20 +199,9 @@ class CompletionNode(Node):
         if stamp == self._last_stamp:
             return  # this image was answered already (camera-only, before its sweep came)
         self._last_stamp = stamp
-        self.pub_depth.publish(array_to_image(result.depth, "32FC1", header))
-        self.pub_info.publish(camera_to_camera_info(camera, header))
-        if self.pub_sigma is not None and result.uncertainty is not None:
-            self.pub_sigma.publish(array_to_image(result.uncertainty.astype(np.float32),
-                                                  "32FC1", header))
-        if self.pub_points is not None:
-            self.pub_points.publish(xyz_to_pointcloud2(depth_to_points(result.depth, camera),
-                                                       header))
-        if self.pub_color is not None:
-            colored = colorize_depth(result.depth, max(self.config.min_depth, 1.0),
-                                     self.config.max_depth)
-            self.pub_color.publish(array_to_image(colored, "rgb8", header))
+        self.outputs.publish(header, camera, result)
         now = time.monotonic()
-        self._stage("publish", (now - start) * 1000.0)  # s to ms
+        self.stages.add("publish", (now - start) * 1000.0)  # s to ms
         self.latency_ms.add((now - frame.received) * 1000.0)  # s to ms
         self._mode = result.mode
         self._published += 1
@@ -289,8 +220,7 @@ class CompletionNode(Node):
                 "lidar_age_s": self.lidar_age() if self._last_sweep else "no sweep yet",
                 "faults": self.faults.total(),
                 "synchronizer": getattr(self.sync, "implementation", ""),
-                **{f"{name}_p50_ms": stats.percentile(50)
-                   for name, stats in list(self.stage_ms.items())}}
+                **self.stages.p50s()}
 
     def _publish_diagnostics(self) -> None:
         values = self.status_values()
@@ -303,11 +233,7 @@ class CompletionNode(Node):
             level, message = OK, f"{values['mode']} at {values['rate_hz']:.1f} Hz"
         status = make_status(f"{self.get_name()}: depth completion", self.backend.name, level,
                              message, values)
-        self.pub_diag.publish(DiagnosticArray(header=self._diag_header(), status=[status]))
-
-    def _diag_header(self):
-        from std_msgs.msg import Header
-        return Header(stamp=self.get_clock().now().to_msg())
+        self.pub_diag.publish(DiagnosticArray(header=stamped_now(self), status=[status]))
 
     def destroy_node(self) -> None:
         self._stop.set()
