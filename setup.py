@@ -34,6 +34,7 @@ setup(
         "console_scripts": [
             "dmd3c = dmd3c_ros.cli:main",
             "completion_node = dmd3c_ros.ros.completion_node:main",
+            "surround_node = dmd3c_ros.ros.surround_node:main",
         ],
     },
 )

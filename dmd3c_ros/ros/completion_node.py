@@ -17,9 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -30,7 +28,7 @@ from dmd3c_ros.ros.adapters import (MessageError, camera_info_to_camera, image_t
                                     pointcloud2_to_xyz)
 from dmd3c_ros.ros.diagnostics import ERROR, OK, WARN, FaultLog, make_status
 from dmd3c_ros.ros.node_common import (DepthOutputs, StageTimes, StartupError, TfExtrinsics,
-                                       create_node_backend, stamped_now)
+                                       create_node_backend, run_node, stamped_now)
 from dmd3c_ros.ros.params import declare_parameters, read_config
 from dmd3c_ros.ros.slot import LatestSlot
 from dmd3c_ros.ros.sync import header_stamp_ns, make_synchronizers
@@ -244,21 +242,7 @@ class CompletionNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = CompletionNode()
-        rclpy.spin(node)
-    except StartupError as error:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(CompletionNode, NODE_NAME, args)
 
 
 if __name__ == "__main__":

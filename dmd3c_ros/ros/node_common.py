@@ -4,6 +4,8 @@ one camera, per-stage timing and the diagnostics header. Plain classes; each nod
 from __future__ import annotations
 
 import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -128,3 +130,23 @@ class StageTimes:
 
 def stamped_now(node: Node) -> Header:
     return Header(stamp=node.get_clock().now().to_msg())
+
+
+def run_node(node_class: type[Node], name: str, args=None) -> int:
+    """A node's ``main``: init, spin until Ctrl-C / shutdown, clean up; 1 when it cannot
+    start (the reason logged as fatal)."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = node_class()
+        rclpy.spin(node)
+    except StartupError as error:
+        rclpy.logging.get_logger(name).fatal(f"cannot start: {error}")
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
