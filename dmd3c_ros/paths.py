@@ -30,6 +30,12 @@ def kitti_sample_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_dc" / "0000000005"
 
 
+def nuscenes_sample_dir() -> Path:
+    """The real nuScenes keyframe of ``dmd3c eval --nuscenes`` (six cameras + LIDAR_TOP):
+    ``../shared/data/nuscenes_sample`` beside the repository (it may be absent)."""
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "nuscenes_sample"
+
+
 def default_model_spec() -> Path | None:
     """The shipped student's model spec YAML, or None when the package ships none."""
     path = share_dir() / "models" / DEFAULT_MODEL_SPEC

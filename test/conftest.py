@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from dmd3c_ros.paths import nuscenes_sample_dir
 from dmd3c_ros.ros.graph import setup_process_env
 
 # Every ROS participant of the test session stays on this machine and uses the shipped Fast DDS
@@ -27,3 +28,11 @@ def kitti_object() -> Path:
     if not (KITTI_OBJECT / "calib.txt").is_file():
         pytest.skip(f"real KITTI object sample not found at {KITTI_OBJECT} (../shared/data)")
     return KITTI_OBJECT
+
+
+@pytest.fixture
+def nuscenes_sample() -> Path:
+    path = nuscenes_sample_dir()
+    if not (path / "calibration.json").is_file():
+        pytest.skip(f"real nuScenes sample not found at {path} (../shared/data)")
+    return path

@@ -10,8 +10,9 @@ Two sources:
         CAM_FRONT.jpg ...      1600x900 colour images
         LIDAR_TOP.pcd.bin      float32 x, y, z, intensity, ring (5 per point), LiDAR frame, metres
 
-  ``lidar2cam`` is used as given; it ignores the ego motion between the LiDAR and camera
-  timestamps (up to about 40 ms), so distant points can land a few pixels off.
+  Read through ``core.nuscenes_sample`` (the surround evaluation's loader); ``lidar2cam`` is
+  used as given; it ignores the ego motion between the LiDAR and camera timestamps (up to about
+  40 ms), so distant points can land a few pixels off.
 - ``NuScenesDevkit``: a full dataroot (``<dataroot>/v1.0-*/``, ``samples/``, ``sweeps/``) read with
   nuscenes-devkit (imported only here; ``pip install nuscenes-devkit``). The extrinsic chains
   LiDAR -> ego (at the LiDAR time) -> global -> ego (at the camera time) -> camera.
@@ -20,41 +21,26 @@ nuScenes has no dense ground truth: ``gt`` is None. Timestamps are seconds since
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from dmd3c_ros.core import nuscenes_sample as core_nuscenes
 from dmd3c_ros.core.calibration import transform_from_quaternion
-from dmd3c_ros.core.camera import CalibrationError, PinholeCamera
-from dmd3c_ros.core.io import InputFileError, read_rgb
+from dmd3c_ros.core.io import read_rgb
+from dmd3c_ros.core.nuscenes_sample import (CAMERAS, POINT_COLUMNS,  # noqa: F401 (re-exported)
+                                            camera_from_k)
 from dmd3c_ros.core.projection import project_to_depth
 
 from .sample import LayoutError, SampleDataset, make_sample, require_dir
 
-CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT",
-           "CAM_FRONT_LEFT")
-POINT_COLUMNS = 5  # float32 x, y, z, intensity, ring index
-
 
 def read_nuscenes_sweep(path: Path) -> np.ndarray:
-    """A nuScenes ``*.pcd.bin`` sweep as (N, 5) float32 (x, y, z metres, intensity, ring)."""
-    if not path.is_file():
+    """A nuScenes ``*.pcd.bin`` sweep as (N, 5) float32 (x, y, z metres, intensity, ring);
+    ``core.nuscenes_sample.read_nuscenes_sweep`` with a missing file as a LayoutError."""
+    if not Path(path).is_file():
         raise LayoutError(f"{path}: no such LiDAR sweep")
-    size = path.stat().st_size
-    if size % (4 * POINT_COLUMNS):
-        raise InputFileError(f"{path}: {size} bytes is not a whole number of 20-byte points "
-                             "(float32 x, y, z, intensity, ring)")
-    return np.fromfile(path, dtype="<f4").reshape(-1, POINT_COLUMNS)
-
-
-def camera_from_k(K, width: int, height: int, source: str) -> PinholeCamera:
-    """A distortion-free camera with P = [K | 0]; all-zero K is an error."""
-    K = np.array(K, dtype=np.float64)
-    if K.size != 9 or not K.any():
-        raise CalibrationError(f"{source}: K must be a non-zero 3x3 matrix, got {K.tolist()}")
-    K = K.reshape(3, 3)
-    return PinholeCamera(width, height, K, np.hstack([K, np.zeros((3, 1))]))
+    return core_nuscenes.read_nuscenes_sweep(path)
 
 
 class NuScenesSampleFolder(SampleDataset):
@@ -64,16 +50,12 @@ class NuScenesSampleFolder(SampleDataset):
 
     def __init__(self, root, cameras=None, *, max_depth: float = float("inf")) -> None:
         root = require_dir(Path(root), "a nuScenes sample folder with calibration.json")
-        path = root / "calibration.json"
+        path = root / core_nuscenes.CALIBRATION_FILE
         if not path.is_file():
             raise LayoutError(f"{path}: no such file (nuScenes sample layout)")
-        try:
-            calib = json.loads(path.read_text())
-            self._lidar_file = root / calib["lidar"]["file"]
-            entries = calib["cameras"]
-        except (ValueError, KeyError, TypeError) as error:
-            raise InputFileError(f"{path}: expected {{'lidar': {{'file': ...}}, 'cameras': "
-                                 f"{{CAM_*: {{'file', 'K', 'lidar2cam'}}}}}}: {error!r}") from error
+        calib = core_nuscenes.read_calibration(root)
+        self._lidar_file = root / calib["lidar"]["file"]
+        entries = calib["cameras"]
         names = list(entries) if cameras is None else list(cameras)
         unknown = [n for n in names if n not in entries]
         if unknown or not names:
@@ -82,19 +64,13 @@ class NuScenesSampleFolder(SampleDataset):
         super().__init__(root, names)
 
     def _load(self, name: str) -> dict:
-        entry = self._entries[name]
-        try:
-            rgb = read_rgb(self.root / entry["file"])
-            camera = camera_from_k(entry["K"], rgb.shape[1], rgb.shape[0], f"{name}.K")
-            lidar_to_camera = np.array(entry["lidar2cam"], dtype=np.float64).reshape(4, 4)
-            stamp = entry.get("timestamp")
-        except (KeyError, ValueError) as error:
-            raise InputFileError(f"{self.root / 'calibration.json'}: camera {name}: {error!r}") \
-                from error
+        view = core_nuscenes.load_camera(self.root, name, self._entries[name])
         points = read_nuscenes_sweep(self._lidar_file)
-        sparse = project_to_depth(points, camera, lidar_to_camera, max_depth=self.max_depth)
-        return make_sample(f"{self.root.name}/{name}", self.source, rgb, camera, sparse=sparse,
-                           lidar_to_camera=lidar_to_camera, points=points, stamp=stamp)
+        sparse = project_to_depth(points, view.camera, view.lidar_to_camera,
+                                  max_depth=self.max_depth)
+        return make_sample(f"{self.root.name}/{name}", self.source, view.rgb, view.camera,
+                           sparse=sparse, lidar_to_camera=view.lidar_to_camera, points=points,
+                           stamp=view.stamp)
 
 
 def _pose(record: dict) -> np.ndarray:
