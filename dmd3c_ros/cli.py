@@ -147,16 +147,25 @@ def _run_sim(args) -> int:
 
 def _add_eval(subparsers) -> None:
     p = subparsers.add_parser(
-        "eval", help="evaluate backends / models on a rosbag2 bag or a KITTI-format folder",
+        "eval", help="evaluate backends / models on a rosbag2 bag, a KITTI-format folder or a "
+                     "nuScenes keyframe (surround)",
         description="Complete every frame of a bag or KITTI folder with one or more backends or "
                     "models and score them against ground truth (a depth topic, KITTI "
                     "groundtruth PNGs or a LiDAR split). Several --backend / --model are compared "
                     "side by side: as many models as backends pair in order; one backend runs "
-                    "every model; one model serves every backend.")
+                    "every model; one model serves every backend. With --nuscenes: the six "
+                    "cameras of one keyframe run as one batch on the sweep without every N-th "
+                    "point (--holdout-every), are scored on the held-out points and checked for "
+                    "cross-view consistency between adjacent cameras.")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--bag", help="rosbag2 bag folder (mcap or sqlite3)")
     source.add_argument("--kitti", help="KITTI-format folder: folders of frames "
                         "(<frame>/image_02.png) or the depth-completion layout")
+    source.add_argument("--nuscenes", help="nuScenes sample folder (calibration.json, CAM_*.jpg, "
+                        "LIDAR_TOP.pcd.bin): surround evaluation")
+    p.add_argument("--holdout-every", type=int, metavar="N",
+                   help="with --nuscenes: hold every N-th point of the sweep out of the input as "
+                        "ground truth (default 5: 20 %%)")
     p.add_argument("--image-topic", action="append", default=[],
                    help="sensor_msgs/Image topic (repeat for a rig)")
     p.add_argument("--camera-info-topic", action="append", default=[],
@@ -194,6 +203,11 @@ def _add_eval(subparsers) -> None:
 
 
 def _run_eval(args) -> int:
+    if args.nuscenes:
+        return _run_eval_nuscenes(args)
+    if args.holdout_every is not None:
+        raise ValueError("--holdout-every applies to --nuscenes (use --lidar-split F for --bag "
+                         "and --kitti)")
     from .evaluation.offline import (evaluate, evaluate_live, format_table, write_json,
                                      write_report_if_available)
 
@@ -223,6 +237,30 @@ def _run_eval(args) -> int:
                                        command=_eval_command(args))
     print(f"wrote report {report}" if report is not None
           else "note: no report written (dmd3c_ros.evaluation.report is not installed)")
+    return 0
+
+
+def _run_eval_nuscenes(args) -> int:
+    from .core.io import write_json
+    from .evaluation.surround import evaluate_surround, format_tables, write_surround_report
+
+    unsupported = [flag for flag, value in (
+        ("--image-topic", args.image_topic), ("--camera-info-topic", args.camera_info_topic),
+        ("--points-topic", args.points_topic), ("--gt-topic", args.gt_topic),
+        ("--lidar-split", args.lidar_split), ("--lidar-to-camera", args.lidar_to_camera),
+        ("--mono", args.mono), ("--gt-max-depth", args.gt_max_depth), ("--live", args.live),
+        ("--kitti-raw", args.kitti_raw)) if value not in (None, False, [])]
+    if unsupported:
+        raise ValueError(f"{', '.join(unsupported)} do not apply to --nuscenes (its ground truth "
+                         "is --holdout-every N)")
+    summary = evaluate_surround(
+        args.nuscenes, backends=args.backend or ["auto"], models=args.model,
+        holdout_every=5 if args.holdout_every is None else args.holdout_every,
+        precision=args.precision, engine_cache_dir=args.engine_cache_dir,
+        progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    print(format_tables(summary))
+    print(f"wrote {write_json(args.json or Path(args.out) / 'eval.json', summary)}")
+    print(f"wrote report {write_surround_report(args.out, summary, command=_eval_command(args))}")
     return 0
 
 

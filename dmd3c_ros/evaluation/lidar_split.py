@@ -1,11 +1,19 @@
-"""LiDAR split: hold a seeded random share of a sweep's visible points out of the input and score
-the completion on them (ground truth for recordings without a depth topic).
+"""LiDAR split: hold a share of a sweep's points out of the input and score the completion on them
+(ground truth for recordings without a depth topic).
 
-Only points that project into the image between ``min_depth`` and ``max_depth`` are candidates;
-the rest of the sweep (behind the camera, outside the image, out of range) always stays in the
-input. The held-out points are rendered with the same projection and z-buffer as the input
-(``core.projection.project_to_depth``), so a held-out pixel's ground truth is the nearest held-out
-return on it.
+Two splits:
+
+- ``split_points`` (one camera, ``dmd3c eval --lidar-split F``): a seeded random share F of the
+  points that land in the image.
+- ``split_sweep`` (a surround rig, ``dmd3c eval --nuscenes --holdout-every N``): every N-th point
+  of the whole sweep (index % N == 0), one input for all cameras; each camera's ground truth is
+  the held-out points that land in it.
+
+For ``split_points`` only points that project into the image between ``min_depth`` and
+``max_depth`` are candidates; the rest of the sweep (behind the camera, outside the image, out of
+range) always stays in the input. In both, the held-out points are rendered with the same
+projection and z-buffer as the input (``core.projection.project_to_depth``), so a held-out pixel's
+ground truth is the nearest held-out return on it.
 """
 from __future__ import annotations
 
@@ -55,6 +63,55 @@ def split_points(points: np.ndarray, camera: PinholeCamera, lidar_to_camera, fra
     rng = np.random.default_rng(seed)
     held = np.zeros(len(points), dtype=bool)
     held[rng.choice(candidates, size=count, replace=False)] = True
-    gt = project_to_depth(points[held], camera, lidar_to_camera, min_depth=min_depth,
-                          max_depth=max_depth)
-    return points[~held].copy(), gt
+    kept, held_points = _apply(points, held)
+    return kept, held_out_depth(held_points, camera, lidar_to_camera, min_depth=min_depth,
+                                max_depth=max_depth)
+
+
+def _apply(points: np.ndarray, held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(kept rows, held rows) of ``points`` under the (N,) bool mask ``held``; copies, in the
+    original order."""
+    return points[~held].copy(), points[held].copy()
+
+
+def held_out_depth(held_points: np.ndarray, camera: PinholeCamera, lidar_to_camera, *,
+                   min_depth: float = 0.1, max_depth: float = 100.0) -> np.ndarray:
+    """The held-out points as sparse ground truth of one camera: (H, W) float32 metres, 0 = no
+    value, rendered with the input's projection and z-buffer (``project_to_depth``: the nearest
+    held-out return per pixel)."""
+    return project_to_depth(held_points, camera, lidar_to_camera, min_depth=min_depth,
+                            max_depth=max_depth)
+
+
+def holdout_every_mask(count: int, every: int) -> np.ndarray:
+    """(count,) bool: True for every ``every``-th point (index % every == 0; every=5 holds out
+    20 %). Deterministic: no seed, the same points for every camera of the sweep."""
+    every = int(every)
+    if every < 2:
+        raise ValueError(f"--holdout-every must be an integer >= 2 (every N-th point held out), "
+                         f"got {every}")
+    return np.arange(int(count)) % every == 0
+
+
+def split_sweep(points: np.ndarray, views, every: int = 5, *, min_depth: float = 0.1,
+                max_depth: float = 100.0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Split one sweep for all cameras of a rig: every ``every``-th point (index % every == 0) is
+    held out of the input, whichever camera (if any) it lands in.
+
+    Args:
+        points: (N, >=3) sweep in the LiDAR frame (metres; extra columns kept); not modified.
+        views: (camera, lidar_to_camera) pairs, one per camera (as in ``visible_mask``).
+        every: N >= 2; 1/N of the sweep is held out.
+        min_depth, max_depth: metres along each optical axis, as for the input's projection.
+    Returns:
+        (input_points (N - k, C) copy of the kept rows in their original order, the one input
+         of every camera (as the surround node receives the sweep);
+         per view the held-out ground truth (H, W) float32 metres, 0 = no value).
+    """
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] < 3:
+        raise ValueError(f"points must be (N, >=3), got shape {points.shape}")
+    kept, held_points = _apply(points, holdout_every_mask(len(points), every))
+    truths = [held_out_depth(held_points, camera, T, min_depth=min_depth, max_depth=max_depth)
+              for camera, T in views]
+    return kept, truths
