@@ -10,12 +10,13 @@ FASTDDS_DEFAULT_PROFILES_FILE is already set.
 """
 import os
 
-import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
+
+from dmd3c_ros.launch_support import parameter_overrides
 
 PACKAGE = "dmd3c_ros"
 # Launch arguments that override node parameters: name -> description ("" keeps the YAML value).
@@ -40,14 +41,8 @@ def _node(context):
     share = get_package_share_directory(PACKAGE)
     params_file = LaunchConfiguration("params_file").perform(context) or \
         os.path.join(share, "launch", "completion.yaml")
-    overrides = {}
-    for name in PARAMETER_ARGUMENTS:
-        text = LaunchConfiguration(name).perform(context).strip()
-        if text:
-            value = yaml.safe_load(text)  # "80" -> 80, "true" -> True, "[1, 0, ...]" -> list
-            if name == "lidar_to_camera":
-                value = [float(v) for v in value]
-            overrides[name] = value
+    overrides = parameter_overrides({name: LaunchConfiguration(name).perform(context)
+                                     for name in PARAMETER_ARGUMENTS})
     use_sim_time = LaunchConfiguration("use_sim_time").perform(context).lower() == "true"
     overrides["use_sim_time"] = use_sim_time
     remappings = []

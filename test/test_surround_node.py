@@ -1,7 +1,6 @@
 """The surround node through a real rclpy graph, in this process: the real nuScenes keyframe in
 ../shared/data (six cameras, LIDAR_TOP, calibration.json as parameters) and small synthetic rigs
 for the failure cases."""
-import json
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
 from dmd3c_ros.core.camera import PinholeCamera
-from dmd3c_ros.core.io import read_rgb
+from dmd3c_ros.core.nuscenes_sample import load_nuscenes_sample
 from dmd3c_ros.core.projection import project_to_depth
 from dmd3c_ros.ros.adapters import (array_to_image, camera_to_camera_info, depth_image_to_metres,
                                     xyz_to_pointcloud2)
@@ -28,7 +27,6 @@ from dmd3c_ros.ros.node_common import StartupError
 from dmd3c_ros.ros.surround_node import SurroundNode
 from dmd3c_ros.runtime.base import Backend, Prediction
 
-NUSCENES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nuscenes_sample"
 NS = 10**9
 
 
@@ -50,20 +48,12 @@ class Rig:
         return params
 
 
-def nuscenes_rig() -> Rig:
-    if not (NUSCENES / "calibration.json").is_file():
-        pytest.skip(f"real nuScenes sample not found at {NUSCENES} (../shared/data)")
-    calib = json.loads((NUSCENES / "calibration.json").read_text())
-    lidar_stamp = calib["lidar"]["timestamp"]
-    cameras = {}
-    for name, entry in calib["cameras"].items():
-        rgb = read_rgb(NUSCENES / entry["file"])
-        K = np.array(entry["K"], dtype=np.float64)
-        camera = PinholeCamera(rgb.shape[1], rgb.shape[0], K, np.hstack([K, np.zeros((3, 1))]))
-        offset = round((entry["timestamp"] - lidar_stamp) * NS)  # s to ns, relative to the sweep
-        cameras[name] = (rgb, camera, np.array(entry["lidar2cam"], dtype=np.float64), offset)
-    points = np.fromfile(NUSCENES / calib["lidar"]["file"], dtype="<f4").reshape(-1, 5)
-    return Rig(cameras, np.ascontiguousarray(points[:, :3]))
+def nuscenes_rig(folder: Path) -> Rig:
+    sample = load_nuscenes_sample(folder)
+    cameras = {c.name: (c.rgb, c.camera, c.lidar_to_camera,
+                        round((c.stamp - sample.lidar_stamp) * NS))  # s to ns, after the sweep
+               for c in sample.cameras}
+    return Rig(cameras, np.ascontiguousarray(sample.points[:, :3]))
 
 
 def ring_rig(names=("front", "left", "right")) -> Rig:
@@ -210,9 +200,10 @@ def send_until_answered(harness, cameras, first_ns, timeout=60.0, period=1.0):
 
 
 @pytest.mark.parametrize("backend", ["classical", "onnxruntime"])
-def test_nuscenes_sample_gives_six_depth_images_with_the_image_headers(graph, backend):
+def test_nuscenes_sample_gives_six_depth_images_with_the_image_headers(graph, backend,
+                                                                       nuscenes_sample):
     start, _ = graph
-    rig = nuscenes_rig()
+    rig = nuscenes_rig(nuscenes_sample)
     node, harness = start(rig, backend=backend, sync_slop=0.06)
     sweep_ns = 1_532_402_927_647_951_000  # the sample's LIDAR_TOP stamp
     headers = send_until_answered(harness, rig.cameras, sweep_ns)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+from pathlib import Path
 
 from dmd3c_ros.core.config import BACKENDS as BACKEND_NAMES
 from dmd3c_ros.core.config import PRECISIONS
-from dmd3c_ros.paths import default_model_spec
+from dmd3c_ros.paths import default_model_spec, share_dir
 from dmd3c_ros.runtime.base import Backend
 from dmd3c_ros.runtime.spec import ModelSpec, ModelSpecError, load_spec
 
@@ -100,6 +101,17 @@ def _accepted(name: str, options: dict) -> dict:
     return kept
 
 
+def resolve_spec_path(spec) -> Path:
+    """A model spec path as given, or, for a bare file name that does not exist here (e.g.
+    ``student_surround.yaml`` in a launch YAML), the shipped one in the package's models/."""
+    path = Path(spec).expanduser()
+    if not path.exists() and path.parent == Path("."):
+        shipped = share_dir() / "models" / path.name
+        if shipped.is_file():
+            return shipped
+    return path
+
+
 def create_backend(name: str = "auto", spec: ModelSpec | str | None = None,
                    precision: str = "fp32", engine_cache_dir=None, **options) -> Backend:
     """Create an inference backend.
@@ -107,7 +119,9 @@ def create_backend(name: str = "auto", spec: ModelSpec | str | None = None,
     Args:
         name: auto, tensorrt, onnxruntime, torch or classical.
         spec: a ModelSpec or the path of a model spec YAML for the network backends (tensorrt,
-            onnxruntime, torch); None or "" = the shipped student. Ignored by classical.
+            onnxruntime, torch); None or "" = the shipped student; a bare file name that does
+            not exist in the current folder is looked up among the shipped models
+            (``resolve_spec_path``). Ignored by classical.
         precision: fp32, fp16 or int8; only TensorRT uses it (the others compute in fp32).
         engine_cache_dir: TensorRT engine cache folder; None = the default cache.
         **options: passed to the backend's constructor (e.g. ``intra_op_threads`` for
@@ -130,7 +144,7 @@ def create_backend(name: str = "auto", spec: ModelSpec | str | None = None,
                                  "(share/dmd3c_ros/models/student.yaml); backend 'classical' "
                                  "needs none")
         if not isinstance(spec, ModelSpec):
-            spec = load_spec(spec)
+            spec = load_spec(resolve_spec_path(spec))
     if resolved in ("onnxruntime", "torch") and precision != "fp32":
         # Expected with auto on a machine without a GPU; a surprise when asked for by name.
         (LOG.info if str(name).strip().lower() == "auto" else LOG.warning)("precision %s applies only to TensorRT; backend '%s' runs in fp32",

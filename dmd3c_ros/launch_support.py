@@ -1,0 +1,45 @@
+"""What completion.launch.py and surround.launch.py share, kept free of the ``launch`` packages
+(pip-only installs lack them) so that the tests can check it everywhere."""
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import yaml
+
+EXTRINSIC_PARAMETER = "lidar_to_camera"
+
+
+def parameter_overrides(texts: Mapping[str, str]) -> dict[str, object]:
+    """Launch-argument strings -> node parameter values; empty strings keep the YAML's value.
+
+    Each text is read as YAML ("80" -> 80, "true" -> True, "[1, 0, ...]" -> a list); the
+    numbers of a ``lidar_to_camera`` become floats (a double-array parameter).
+    """
+    overrides = {}
+    for name, text in texts.items():
+        text = text.strip()
+        if not text:
+            continue
+        value = yaml.safe_load(text)
+        if name.split(".")[-1] == EXTRINSIC_PARAMETER:
+            value = [float(v) for v in value]
+        overrides[name] = value
+    return overrides
+
+
+def camera_remappings(cameras: Iterable[str], formats: Mapping[str, str],
+                      suffixes: Mapping[str, Iterable[str]] | None = None
+                      ) -> list[tuple[str, str]]:
+    """Remappings of per-camera topics: ``formats`` maps a relative topic of the node ("image")
+    to a pattern with ``{camera}`` ("/{camera}/image_raw"); empty patterns keep the node's name
+    ``<camera>/<topic>``. ``suffixes[topic]`` lists sub-topics remapped along (depth ->
+    depth/camera_info ...)."""
+    remappings = []
+    for camera in cameras:
+        for topic, pattern in formats.items():
+            if not pattern:
+                continue
+            target = pattern.format(camera=camera)
+            for suffix in (suffixes or {}).get(topic, ("",)):
+                remappings.append((f"{camera}/{topic}{suffix}", target + suffix))
+    return remappings
