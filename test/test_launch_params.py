@@ -12,6 +12,8 @@ from rcl_interfaces.msg import ParameterType
 
 from dmd3c_ros.core.config import CompletionConfig, SurroundConfig
 from dmd3c_ros.launch_support import camera_remappings, parameter_overrides
+from dmd3c_ros.runtime.factory import resolve_spec_path
+from dmd3c_ros.runtime.spec import load_spec
 from dmd3c_ros.ros.params import (DESCRIPTIONS, DYNAMIC, SURROUND_DESCRIPTIONS, parameter_table,
                                   read_config)
 
@@ -210,7 +212,19 @@ def test_surround_node_accepts_the_yaml_values(monkeypatch):
             Parameter(k, value=v) for k, v in flat_surround_parameters().items()])
         assert node.config == read_config(node, SurroundConfig)
         assert node.config.cameras == tuple(surround_yaml()["cameras"])
-        assert node.backend.spec.name == "student_surround"
+        assert node.backend.name == surround_yaml()["backend"]
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+    # The YAML's model (a bare name) is the shipped surround student.
+    spec = load_spec(resolve_spec_path(surround_yaml()["model"]))
+    assert spec.name == "student_surround" and spec.input_size == (448, 800)
+
+
+def test_a_bare_model_name_is_looked_up_in_models_only_when_absent_here(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_spec_path("student.yaml").parent.name == "models"
+    (tmp_path / "student.yaml").write_text("local")
+    assert resolve_spec_path("student.yaml") == Path("student.yaml")
+    assert resolve_spec_path("nowhere/student.yaml") == Path("nowhere/student.yaml")
+
