@@ -192,3 +192,21 @@ def test_node_through_a_real_node_process(tmp_path):
     assert 0 < node["subscriber_p50_ms"] <= node["subscriber_p95_ms"]
     assert "inside the node" in node["measured"]
     assert "## Node" in markdown and "| classical | 1242x375 |" in markdown
+
+
+def test_nuscenes_sweep_batched_against_single_views(tmp_path, nuscenes_sample):
+    code, result, markdown = run_bench(tmp_path, "--synthetic", "--frames", "1", "--warmup", "0",
+                                       "--resolution", "320x100", "--backend", "classical",
+                                       "--nuscenes", str(nuscenes_sample))
+    assert code == 0
+    surround = result["surround"]
+    assert len(surround["cameras"]) == 6 and set(surround["sizes"]) == {"1600x900"}
+    modes = {(r["backend"], r["mode"]): r for r in surround["runs"]}
+    assert set(modes) == {("classical", "batch"), ("classical", "singles")}
+    for run in modes.values():
+        check_stages(run["stages"])
+        assert {"projection", "inference", "total"} <= set(run["stages"])
+    ratio = surround["ratios"]["classical"]
+    assert ratio == pytest.approx(modes[("classical", "singles")]["stages"]["total"]["p50_ms"]
+                                  / modes[("classical", "batch")]["stages"]["total"]["p50_ms"])
+    assert "6 views as one batch vs one at a time" in markdown

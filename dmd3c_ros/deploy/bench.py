@@ -28,6 +28,7 @@ JSON (DESIGN.md; keys may be added, never renamed)::
     {"backends": {LABEL: {STAGE: {"p50_ms": .., "p95_ms": ..}}},   # first resolution, batch 1
      "node": {"backend": .., "p50_ms": .., "p95_ms": .., "dropped": .., "frames": ..},  # --node
      "runs": [every LABEL x resolution x batch], "skipped": {LABEL: why}, "notes": [..],
+     "surround": {.., "runs": [{backend, mode, stages}], "ratios": {..}},   # --nuscenes
      "machine": {..}, "command": .., "date": .., "frames": .., "warmup": .., ...}
 
 The ROS side (message steps, the node run) is ``dmd3c_ros.ros.bench``, imported only when used:
@@ -427,6 +428,9 @@ def format_markdown(result: dict) -> str:
             lines.append(f"| {run['backend']} | "
                          + " | ".join(_cell(run["stages"].get(s)) for s in stages) + " |")
         lines.append("")
+    if "surround" in result:
+        from dmd3c_ros.deploy.surround_bench import format_surround
+        lines += format_surround(result["surround"], _cell)
     node = result.get("node")
     if node is not None:
         lines += ["## Node (publisher -> completion node process -> subscriber)", "",
@@ -461,8 +465,9 @@ def _pair(p50, p95) -> str:
 
 def run_bench(frame: BenchFrame, *, backends=(), models=(), precisions=(), resolutions=(),
               batches=(1,), frames: int = 30, warmup: int = 3, threads: int | None = None,
-              say: Callable[[str], None] = print) -> dict:
-    """Measure every backend at every resolution x batch; the result dict without ``node``,
+              nuscenes=None, say: Callable[[str], None] = print) -> dict:
+    """Measure every backend at every resolution x batch (and, with ``nuscenes``, a real
+    surround sweep batched against one view at a time); the result dict without ``node``,
     ``command`` and ``date`` (see the module docstring)."""
     if frames < 1 or warmup < 0:
         raise ValueError(f"--frames must be >= 1 and --warmup >= 0, got {frames} and {warmup}")
@@ -500,6 +505,11 @@ def run_bench(frame: BenchFrame, *, backends=(), models=(), precisions=(), resol
                 total = stages["total"]
                 say(f"  {entry.label:<28} {width}x{height} batch {batch}: total p50 "
                     f"{total['p50_ms']:.1f} ms, p95 {total['p95_ms']:.1f} ms")
+    surround = None
+    if nuscenes is not None:
+        from dmd3c_ros.deploy.surround_bench import measure_surround
+        say(f"measuring the surround sweep of {nuscenes}: batch vs singles")
+        surround = measure_surround(entries, nuscenes, frames=frames, warmup=warmup, say=say)
     for entry in entries:
         entry.pipeline.backend.close()
     first = f"{resolutions[0][0]}x{resolutions[0][1]}"
@@ -518,7 +528,7 @@ def run_bench(frame: BenchFrame, *, backends=(), models=(), precisions=(), resol
         "backends_run": {"resolution": first, "batch": base_batch},
         "data": frame.source,
         "frame_size": f"{frame.size[0]}x{frame.size[1]}", "lidar_points": int(len(frame.points)),
-        "machine": machine_info()}
+        "machine": machine_info(), **({"surround": surround} if surround else {})}
 
 
 def command_line(args) -> str:
@@ -553,7 +563,7 @@ def run(args) -> int:
     result = run_bench(frame, backends=args.backend, models=args.model,
                        precisions=args.precision, resolutions=args.resolution,
                        batches=args.batch, frames=args.frames, warmup=args.warmup,
-                       threads=args.threads, say=_say)
+                       threads=args.threads, nuscenes=args.nuscenes, say=_say)
     result["command"] = command_line(args)
     result["date"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     code = 0
@@ -616,6 +626,10 @@ def add_parser(subparsers) -> None:
                         f"(default: {DEFAULT_DATA} when present, else a synthetic frame)")
     source.add_argument("--synthetic", action="store_true",
                         help="benchmark a synthetic KITTI-like frame made here")
+    p.add_argument("--nuscenes", type=Path, metavar="DIR",
+                   help="also measure a real surround sweep (nuScenes sample folder: "
+                        "calibration.json, CAM_*.jpg, LIDAR_TOP.pcd.bin) as one batch against "
+                        "its views one at a time")
     p.add_argument("--node", action="store_true",
                    help="also stream the frame through the completion node in its own process")
     p.add_argument("--node-backend", default="onnxruntime", choices=BACKENDS,
