@@ -150,3 +150,31 @@ def test_demo_reports_a_missing_sample(tmp_path):
                             timeout=60)
     assert result.returncode == 2
     assert "absent" in result.stderr and "../shared/data" in result.stderr
+
+
+def test_surround_demo_runs_the_surround_node_process_end_to_end(nuscenes_sample, tmp_path):
+    """The surround node as its own process (console script or module), the six nuScenes views
+    and the sweep streamed to it; every camera answers and SIGINT ends it with code 0."""
+    out = tmp_path / "surround"
+    result = subprocess.run(
+        [sys.executable, "-m", "dmd3c_ros.ros.surround_demo", "--data", str(nuscenes_sample),
+         "--seconds", "2", "--rate", "2", "--out", str(out),
+         "--ready-timeout", str(READY_TIMEOUT_S)],
+        env=ros_process_env(free_domain_id()), capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["sweeps_sent"] == 4 and report["sweeps_answered_by_every_camera"] >= 3
+    assert set(report["cameras"]) == {"CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT",
+                                      "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT"}
+    assert report["node_diagnostics"]["backend"] == "classical"
+    assert (out / "depth_mosaic.png").is_file()
+    assert "surround node stopped (exit code 0)" in result.stdout
+
+
+def test_surround_demo_reports_a_missing_sample(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "dmd3c_ros.ros.surround_demo", "--data",
+                             str(tmp_path / "absent"), "--out", str(tmp_path / "out")],
+                            env=ros_process_env(free_domain_id()), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "absent" in result.stderr and "../shared/data" in result.stderr

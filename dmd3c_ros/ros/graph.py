@@ -86,17 +86,18 @@ def ros_args(parameters: Mapping[str, object]) -> list[str]:
     return args
 
 
-def node_command() -> list[str]:
-    """The completion node of this interpreter's environment: its console script when installed
-    beside the interpreter, else ``python -m dmd3c_ros.ros.completion_node``."""
-    script = Path(sys.executable).parent / "completion_node"
+def node_command(executable: str = "completion_node") -> list[str]:
+    """A node of this interpreter's environment (``completion_node`` or ``surround_node``): its
+    console script when installed beside the interpreter, else ``python -m
+    dmd3c_ros.ros.<executable>``."""
+    script = Path(sys.executable).parent / executable
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
-    return [sys.executable, "-m", "dmd3c_ros.ros.completion_node"]
+    return [sys.executable, "-m", f"dmd3c_ros.ros.{executable}"]
 
 
 class NodeProcess:
-    """The completion node as a child process (its own session, output to a log file).
+    """A node (default: the completion node) as a child process (its own session, output to a log file).
 
     ``env`` should come from ``graph.ros_process_env``. Use as a context manager, or call
     ``start`` and, always, ``stop``.
@@ -116,7 +117,7 @@ class NodeProcess:
 
     def start(self) -> "NodeProcess":
         if self._log_path is None:
-            handle, name = tempfile.mkstemp(prefix="completion_node_", suffix=".log")
+            handle, name = tempfile.mkstemp(prefix="dmd3c_node_", suffix=".log")
             os.close(handle)
             self._log_path = Path(name)
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +137,7 @@ class NodeProcess:
         """Raise NodeProcessError (with the log tail) when the process has exited."""
         if self.process is not None and self.process.poll() is not None:
             raise NodeProcessError(
-                f"the completion node exited with code {self.process.returncode}; "
+                f"the node exited with code {self.process.returncode}; "
                 f"command: {' '.join(self.command)}\n--- its output (tail) ---\n{self.log_tail()}")
 
     def stop(self, timeout_s: float = 5.0) -> int | None:
