@@ -1,8 +1,11 @@
-"""What completion.launch.py and surround.launch.py share, kept free of the ``launch`` packages
-(pip-only installs lack them) so that the tests can check it everywhere."""
+"""What completion.launch.py and surround.launch.py share. Only ``fastdds_profile_action`` imports
+the ``launch`` packages (pip-only installs lack them), so the tests can check the rest
+everywhere."""
 from __future__ import annotations
 
 from typing import Iterable, Mapping
+
+import os
 
 import yaml
 
@@ -43,3 +46,14 @@ def camera_remappings(cameras: Iterable[str], formats: Mapping[str, str],
             for suffix in (suffixes or {}).get(topic, ("",)):
                 remappings.append((f"{camera}/{topic}{suffix}", target + suffix))
     return remappings
+
+
+def fastdds_profile_action(share: str):
+    """The launch action that points Fast DDS at the shipped profile (large images through shared
+    memory) unless FASTDDS_DEFAULT_PROFILES_FILE is already set."""
+    from launch.actions import SetEnvironmentVariable
+    from launch.substitutions import EnvironmentVariable
+    profile = os.path.join(share, "config", "fastdds_large_data.xml")
+    return SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
+                                  EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
+                                                      default_value=profile))

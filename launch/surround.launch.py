@@ -15,11 +15,12 @@ import os
 import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
-from launch.substitutions import EnvironmentVariable, LaunchConfiguration
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from dmd3c_ros.launch_support import camera_remappings, parameter_overrides
+from dmd3c_ros.launch_support import (camera_remappings, fastdds_profile_action,
+                                      parameter_overrides)
 
 PACKAGE = "dmd3c_ros"
 NODE = "surround_node"
@@ -81,10 +82,5 @@ def generate_launch_description():
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="true when replaying a bag with --clock"),
     ]
-    profile = os.path.join(share, "config", "fastdds_large_data.xml")
-    return LaunchDescription(arguments + [
-        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
-                               EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE",
-                                                   default_value=profile)),
-        OpaqueFunction(function=_node),
-    ])
+    return LaunchDescription(arguments + [fastdds_profile_action(share),
+                                          OpaqueFunction(function=_node)])

@@ -34,7 +34,6 @@ rmse_m, abs_rel, mean_m). NaN is written as null.
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Callable
@@ -46,6 +45,7 @@ from dmd3c_ros.runtime.pipeline import View
 
 from .lidar_split import split_sweep
 from .offline import create_runs
+from .report import _fmt
 
 
 def pair_key(a: str, b: str) -> str:
@@ -138,15 +138,6 @@ METRIC_COLUMNS = (("pixels", "pixels", "{:d}"), ("RMSE [mm]", "rmse_mm", "{:.1f}
 FIGURE_COLUMNS = (("pixels", "pixels", "{:d}"), ("mean abs [m]", "mean_abs_m", "{:.3f}"),
                   ("median abs [m]", "median_abs_m", "{:.3f}"), ("RMSE [m]", "rmse_m", "{:.3f}"),
                   ("AbsRel", "abs_rel", "{:.4f}"), ("mean [m]", "mean_m", "{:+.3f}"))
-
-
-def _fmt(value, spec: str) -> str:
-    if value is None or isinstance(value, bool):
-        return "n/a"
-    value = float(value)
-    if not math.isfinite(value):
-        return "n/a"
-    return str(int(value)) if spec == "{:d}" else spec.format(value)
 
 
 def _table(head, columns, rows) -> list[str]:

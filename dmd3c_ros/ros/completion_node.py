@@ -28,7 +28,7 @@ from dmd3c_ros.ros.adapters import (MessageError, camera_info_to_camera, image_t
                                     pointcloud2_to_xyz)
 from dmd3c_ros.ros.diagnostics import ERROR, OK, WARN, FaultLog, make_status
 from dmd3c_ros.ros.node_common import (DepthOutputs, StageTimes, StartupError, TfExtrinsics,
-                                       create_node_backend, run_node, stamped_now)
+                                       Worker, create_node_backend, run_node, stamped_now)
 from dmd3c_ros.ros.params import declare_parameters, read_config
 from dmd3c_ros.ros.slot import LatestSlot
 from dmd3c_ros.ros.sync import header_stamp_ns, make_synchronizers
@@ -82,9 +82,7 @@ class CompletionNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         self.slot: LatestSlot[Frame] = LatestSlot()
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._work, name="completion_worker", daemon=True)
-        self._worker.start()
+        self._worker = Worker(self._work, "completion_worker", self.slot)
 
         self.sync = make_synchronizers(
             self, [(Image, "image"), (CameraInfo, "camera_info"), (PointCloud2, "points")],
@@ -141,8 +139,8 @@ class CompletionNode(Node):
         self.slot.put(Frame(image, info, None, self._arrival(image)))
 
     # -- worker ------------------------------------------------------------------------------
-    def _work(self) -> None:
-        while not self._stop.is_set():
+    def _work(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             frame = self.slot.get(timeout=0.1)
             if frame is not None and frame.points is None:
                 # Camera-only frames wait out the sync slop (plus transport) for a sweep that
@@ -234,10 +232,7 @@ class CompletionNode(Node):
         self.pub_diag.publish(DiagnosticArray(header=stamped_now(self), status=[status]))
 
     def destroy_node(self) -> None:
-        self._stop.set()
-        self.slot.close()
-        if self._worker.is_alive():
-            self._worker.join(timeout=2.0)
+        self._worker.stop()
         super().destroy_node()
 
 

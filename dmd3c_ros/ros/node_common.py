@@ -3,6 +3,8 @@ one camera, per-stage timing and the diagnostics header. Plain classes; each nod
 ``Node`` subclass."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException
@@ -150,3 +152,21 @@ def run_node(node_class: type[Node], name: str, args=None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+class Worker:
+    """A node's worker thread: runs ``target(stopping)`` (a threading.Event it must watch) until
+    ``stop``; ``stop`` also closes the node's slot so that a waiting ``get`` returns at once."""
+
+    def __init__(self, target, name: str, slot) -> None:
+        self.stopping = threading.Event()
+        self._slot = slot
+        self._thread = threading.Thread(target=target, args=(self.stopping,), name=name,
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self.stopping.set()
+        self._slot.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout_s)

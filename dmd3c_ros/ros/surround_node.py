@@ -36,7 +36,7 @@ from dmd3c_ros.ros.adapters import (MessageError, camera_info_to_camera, image_t
                                     pointcloud2_to_xyz)
 from dmd3c_ros.ros.diagnostics import ERROR, OK, WARN, FaultLog, make_status
 from dmd3c_ros.ros.node_common import (DepthOutputs, StageTimes, StartupError, TfExtrinsics,
-                                       create_node_backend, run_node, stamped_now)
+                                       Worker, create_node_backend, run_node, stamped_now)
 from dmd3c_ros.ros.params import declare_parameters, read_config
 from dmd3c_ros.ros.slot import LatestSlot
 from dmd3c_ros.ros.surround_sync import SweepAssembler, SweepSet
@@ -100,9 +100,7 @@ class SurroundNode(Node):
             lidar_timeout=self.config.lidar_timeout, camera_timeout=self.config.camera_timeout,
             queue_size=self.config.queue_size)
         self.slot: LatestSlot[SweepSet] = LatestSlot()
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._work, name="surround_worker", daemon=True)
-        self._worker.start()
+        self._worker = Worker(self._work, "surround_worker", self.slot)
 
         topics = []
         for camera in self.cameras:
@@ -137,8 +135,8 @@ class SurroundNode(Node):
             self.slot.put(ready)
 
     # -- worker ------------------------------------------------------------------------------
-    def _work(self) -> None:
-        while not self._stop.is_set():
+    def _work(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
             ready = self.slot.get(timeout=0.1)
             if ready is not None:
                 try:
@@ -284,10 +282,7 @@ class SurroundNode(Node):
                                               status=[status] + cameras))
 
     def destroy_node(self) -> None:
-        self._stop.set()
-        self.slot.close()
-        if self._worker.is_alive():
-            self._worker.join(timeout=2.0)
+        self._worker.stop()
         super().destroy_node()
 
 
