@@ -212,3 +212,14 @@ def test_unknown_camera_and_empty_rig_are_errors():
         asm.add_view("rear", 0, "x")
     with pytest.raises(ValueError, match="at least one camera"):
         SweepAssembler([], slop=0.05, wait=0.1, lidar_timeout=0.5, camera_timeout=1.0)
+
+
+def test_a_clock_put_right_keeps_the_views_that_can_still_pair():
+    asm, clock = make()
+    t = 5 * NS_PER_S
+    asm.add_sweep(t + 5 * NS_PER_S, "S_future")  # the LiDAR's clock 5 s ahead
+    for camera in CAMERAS:
+        asm.add_view(camera, t, camera)
+    (ready,) = asm.add_sweep(t + 10 * MS, "S")  # clock put right: only S_future is dropped
+    assert ready.sweep == "S" and len(ready.views) == 3
+    assert asm.stats.resets == 1 and asm.stats.empty_sweeps == 1

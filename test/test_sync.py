@@ -230,6 +230,19 @@ def test_stamp_jumping_back_resets_all_queues():
     assert sync.resets == 2 and sync.pending() == [0, 0] and sync.dropped == dropped_before + 1
 
 
+def test_a_clock_put_right_drops_only_the_stale_future_messages():
+    out = Collector()
+    sync = ApproximateTimeSync(2, 5, 0.05, out)
+    for i in range(3):  # the LiDAR's clock 5 s ahead: nothing pairs
+        sync.add(stamped(f"img{i}", 100.0 + 0.1 * i), 0)
+        sync.add(stamped(f"pts{i}", 105.0 + 0.1 * i), 1)
+    assert out.sets == []
+    sync.add(stamped("img_good", 101.0), 0)
+    sync.add(stamped("pts_good", 101.01), 1)  # 4.2 s back on its input: the stale ones go
+    assert sync.resets == 1 and out.sets == [("img_good", "pts_good")]
+    assert sync.pending() == [3, 0]  # the old images stay (they may still pair)
+
+
 def test_without_reset_a_loop_starves_the_queue():
     # Why the reset exists: stale newer stamps evict every new message as the oldest.
     out = Collector()

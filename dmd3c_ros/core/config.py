@@ -65,6 +65,7 @@ class NodeConfig:
     publish_colorized: bool = False
     qos_reliability: str = "reliable"
     lidar_timeout: float = 0.5      # s without a sweep before mono mode
+    camera_timeout: float = 1.0     # s without an image before a camera is reported stopped
 
     def __post_init__(self) -> None:
         need = self._need
@@ -78,6 +79,7 @@ class NodeConfig:
              f"must be >= 0 and below max_depth ({self.max_depth})")
         need(0.0 < self.max_depth <= 1000.0, "max_depth", "must be in (0, 1000] metres")
         need(self.lidar_timeout > 0.0, "lidar_timeout", "must be > 0 seconds")
+        need(self.camera_timeout > 0.0, "camera_timeout", "must be > 0 seconds")
 
     def _need(self, ok: bool, name: str, allowed: str) -> None:
         if not ok:
@@ -134,7 +136,6 @@ class SurroundConfig(NodeConfig):
     """
 
     cameras: tuple = ()
-    camera_timeout: float = 1.0     # s
     batch_wait: float = 0.15        # s
     lidar_to_camera: dict = field(default_factory=dict)
 
@@ -147,7 +148,6 @@ class SurroundConfig(NodeConfig):
                  f"{name!r} is not a valid name (a letter, then letters, digits or '_'): it "
                  "becomes the topic namespace <name>/image")
         need(len(set(self.cameras)) == len(self.cameras), "cameras", "names must be unique")
-        need(self.camera_timeout > 0.0, "camera_timeout", "must be > 0 seconds")
         need(0.0 <= self.batch_wait <= 10.0, "batch_wait", "must be in [0, 10] seconds")
         unknown = sorted(set(self.lidar_to_camera) - set(self.cameras))
         if unknown:

@@ -36,6 +36,7 @@ from dmd3c_ros.runtime.base import Backend, MonoNotSupportedError
 from dmd3c_ros.runtime.pipeline import CompletionPipeline
 
 NODE_NAME = "completion_node"
+CLOCK_JUMP_S = 1.0  # a stamp this far behind the last one published: a bag loop, not disorder
 __all__ = ["CompletionNode", "StartupError", "main"]
 
 
@@ -71,7 +72,10 @@ class CompletionNode(Node):
         self.stages = StageTimes()
         self._arrivals: OrderedDict[int, float] = OrderedDict()
         self._first_image: float | None = None
+        self._last_image: float | None = None
         self._last_sweep: float | None = None
+        self._input_stamps = {"image": None, "points": None}  # newest header stamps, ns
+        self._last_paired: float | None = None
         self._mode = "waiting"
         self._published = 0
         self._last_stamp: int | None = None
@@ -100,14 +104,18 @@ class CompletionNode(Node):
     # -- callbacks: tiny, never inference ---------------------------------------------------
     def _on_image_arrival(self, image: Image) -> None:
         now = time.monotonic()
+        stamp = header_stamp_ns(image)
         with self._lock:
             self._first_image = self._first_image or now
-            self._arrivals[header_stamp_ns(image)] = now
+            self._last_image = now
+            self._input_stamps["image"] = stamp
+            self._arrivals[stamp] = now
             while len(self._arrivals) > 100:
                 self._arrivals.popitem(last=False)
 
     def _on_sweep_arrival(self, points: PointCloud2) -> None:
         self._last_sweep = time.monotonic()
+        self._input_stamps["points"] = header_stamp_ns(points)
 
     def _arrival(self, image: Image) -> float:
         with self._lock:
@@ -121,6 +129,7 @@ class CompletionNode(Node):
 
     def _on_frame(self, image: Image, info: CameraInfo, points: PointCloud2) -> None:
         stamp = header_stamp_ns(image)
+        self._last_paired = time.monotonic()
         # A camera-only frame of this very image (queued while its sweep was on the way) is
         # superseded, not dropped.
         self.slot.put(Frame(image, info, points, self._arrival(image)),
@@ -194,6 +203,16 @@ class CompletionNode(Node):
         stamp = header_stamp_ns(frame.image)
         if stamp == self._last_stamp:
             return  # this image was answered already (camera-only, before its sweep came)
+        if self._last_stamp is not None and stamp < self._last_stamp:
+            back = (self._last_stamp - stamp) / 1e9  # ns to s
+            if back <= CLOCK_JUMP_S:
+                self.faults.report("out_of_order", WARN, (
+                    f"frame stamped {back:.3f} s before the last one published: skipped (depth "
+                    "is published in stamp order)"))
+                return
+            self.faults.report("clock_jump", WARN, (
+                f"stamps jumped back by {back:.1f} s (a bag loop or a clock reset): publishing "
+                "from the new stamps"))
         self._last_stamp = stamp
         self.outputs.publish(header, camera, result)
         now = time.monotonic()
@@ -218,7 +237,28 @@ class CompletionNode(Node):
                 "synchronizer": getattr(self.sync, "implementation", ""),
                 **self.stages.p50s()}
 
+    def check_inputs(self) -> None:
+        """Faults that show only over time: the camera stopped; images and sweeps that arrive
+        but never pair (stamps further apart than sync_slop)."""
+        now = time.monotonic()
+        if self._last_image is not None and now - self._last_image > self.config.camera_timeout:
+            self.faults.report("no_image", WARN, (
+                f"no image for {now - self._last_image:.1f} s (camera stopped?): nothing to "
+                "publish until images return"))
+        image_ns, points_ns = self._input_stamps["image"], self._input_stamps["points"]
+        recent = (self._last_image is not None and self._last_sweep is not None
+                  and now - self._last_image < 1.0 and now - self._last_sweep < 1.0)
+        unpaired_for = now - (self._last_paired or self._first_image or now)
+        if recent and image_ns is not None and points_ns is not None and unpaired_for > 2.0:
+            apart = abs(image_ns - points_ns) / 1e9  # ns to s
+            if apart > self.config.sync_slop:
+                self.faults.report("unpaired", ERROR, (
+                    f"image and points stamps are {apart:.3f} s apart, more than sync_slop "
+                    f"{self.config.sync_slop:.3f} s: no frame pairs for {unpaired_for:.1f} s "
+                    "(are the sensor clocks synchronised?)"))
+
     def _publish_diagnostics(self) -> None:
+        self.check_inputs()
         values = self.status_values()
         faults = self.faults.active()
         if faults:

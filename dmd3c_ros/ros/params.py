@@ -32,6 +32,7 @@ DESCRIPTIONS = {
     "qos_reliability": f"output QoS reliability: {'|'.join(RELIABILITIES)}",
     "lidar_timeout": "seconds without a sweep before the node runs camera-only (mono) where the "
                      "model can, or stops publishing where it cannot",
+    "camera_timeout": "seconds without an image before the camera is reported stopped (WARN)",
 }
 SURROUND_DESCRIPTIONS = {
     **{k: v for k, v in DESCRIPTIONS.items() if k != "lidar_to_camera"},

@@ -26,7 +26,9 @@ emitted ``wait`` seconds after that view arrived, complete or not: a sweep arriv
 (the LiDAR coming back) takes them instead.
 
 A stamp that goes back by more than ``reset_jump`` seconds from the newest seen (a bag loop, a
-clock jump) clears everything pending first (``resets``).
+clock jump) first drops everything pending stamped more than ``reset_jump`` after it: all of it
+after a bag loop, only the stale "future" messages when a sensor's clock is put right
+(``resets``), as the completion node's synchroniser does.
 """
 from __future__ import annotations
 
@@ -168,17 +170,21 @@ class SweepAssembler:
 
     def _check_jump(self, stamp_ns: int) -> None:
         if self._newest_ns is not None and self._newest_ns - stamp_ns > self.reset_jump_ns:
-            self._reset_locked()
+            self._reset_locked(after_ns=stamp_ns + self.reset_jump_ns)
         if self._newest_ns is None or stamp_ns > self._newest_ns:
             self._newest_ns = stamp_ns
 
-    def _reset_locked(self) -> None:
+    def _reset_locked(self, after_ns: int | None = None) -> None:
+        """Drop what is pending: all of it, or what is stamped later than ``after_ns``."""
+        def stale(p: _Pending) -> bool:
+            return after_ns is None or p.stamp_ns > after_ns
         for camera, queue in self._views.items():
-            self.stats.unmatched[camera] += len(queue)
-            queue.clear()
-        self.stats.empty_sweeps += len(self._sweeps)
-        self._sweeps.clear()
-        self._newest_ns = None
+            self.stats.unmatched[camera] += sum(map(stale, queue))
+            queue[:] = [p for p in queue if not stale(p)]
+        self.stats.empty_sweeps += sum(map(stale, self._sweeps))
+        self._sweeps = [p for p in self._sweeps if not stale(p)]
+        kept = [p.stamp_ns for q in [self._sweeps, *self._views.values()] for p in q]
+        self._newest_ns = max(kept, default=None)
         self.stats.resets += 1
 
     def _nearest(self, camera: str, stamp_ns: int) -> _Pending | None:

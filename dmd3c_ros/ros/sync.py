@@ -29,10 +29,13 @@ Differences from message_filters, all deliberate:
   identical stamps. With ``<=``, ``slop=0`` means exact synchronisation. ``make_synchronizers``
   hands message_filters ``slop`` + 1 ns so that both implementations pair the same messages.
 - A stamp that goes backwards by more than ``reset_jump`` seconds (default 1 s) relative to the
-  newest stamp seen on its input (a bag loop, a clock jump) clears every queue of that
-  synchroniser first (``resets`` counts it). Without this, stale messages with newer stamps would
-  fill the queues and evict every new message as the "oldest", and the synchroniser would go
-  silent for good. ``make_synchronizers`` adds the same reset in front of message_filters.
+  newest stamp seen on its input (a bag loop, a clock jump) first drops every queued message of
+  that synchroniser stamped more than ``reset_jump`` after it: all of them after a bag loop, only
+  the stale "future" ones when a sensor's clock is put right (``resets`` counts it). Without
+  this, stale messages with newer stamps would fill the queues and evict every new message as the
+  "oldest", and the synchroniser would go silent for good; dropping only the stale ones lets the
+  first good message pair at once. ``make_synchronizers`` adds the same reset in front of
+  message_filters.
 - The callback runs outside the lock, so a slow callback never blocks the other subscriptions'
   callbacks and may itself call ``add``. With a multi-threaded executor two sets can therefore be
   delivered concurrently or out of stamp order; with the usual single-threaded executor they
@@ -164,7 +167,7 @@ class ApproximateTimeSync:
         with self._lock:
             self.received += 1
             if self._newest.jumped_back(index, ns):
-                self._reset_locked()
+                self._reset_locked(after_ns=ns + self._newest.jump_ns)
             self._newest.update(index, ns)
             queue = self._queues[index]
             if ns in queue:
@@ -197,16 +200,19 @@ class ApproximateTimeSync:
                 return tuple(queue.pop(t) for queue, t in zip(self._queues, stamps))
         return None
 
-    def reset(self) -> None:
-        """Forget every queued message (counted as dropped) and the newest stamps."""
+    def reset(self, after_ns: int | None = None) -> None:
+        """Forget the queued messages (counted as dropped): all of them, or those stamped later
+        than ``after_ns``; the newest stamps follow what is left."""
         with self._lock:
-            self._reset_locked()
+            self._reset_locked(after_ns)
 
-    def _reset_locked(self) -> None:
-        self.dropped += sum(len(queue) for queue in self._queues)
-        for queue in self._queues:
-            queue.clear()
-        self._newest.clear()
+    def _reset_locked(self, after_ns: int | None = None) -> None:
+        for index, queue in enumerate(self._queues):
+            stale = list(queue) if after_ns is None else [t for t in queue if t > after_ns]
+            for t in stale:
+                del queue[t]
+            self.dropped += len(stale)
+            self._newest.newest[index] = max(queue) if queue else None
         self.resets += 1
 
     def pending(self) -> list[int]:
@@ -262,9 +268,10 @@ class GroupSync:
         sync = self.synchronizer
         return sync if isinstance(sync, ApproximateTimeSync) else None
 
-    def reset(self) -> None:
+    def reset(self, after_ns: int | None = None) -> None:
+        """Drop the queued messages: all, or those stamped later than ``after_ns``."""
         if self._native is not None:
-            self._native.reset()
+            self._native.reset(after_ns)
             return
         with self._lock:
             self._newest.clear()
@@ -273,8 +280,9 @@ class GroupSync:
                                                                          "queues", None)
         if lock is not None and queues is not None:
             with lock:
-                for queue in queues:
-                    queue.clear()
+                for queue in queues:  # message_filters keys its queues by rclpy Time
+                    for key in [k for k in queue if after_ns is None or stamp_to_ns(k) > after_ns]:
+                        del queue[key]
 
     def _observe(self, local_index: int, ns: int) -> None:
         """message_filters only: called before its ``add`` to reset on a backwards jump."""
@@ -282,7 +290,7 @@ class GroupSync:
             jumped = self._newest.jumped_back(local_index, ns)
             self._newest.update(local_index, ns)
         if jumped:
-            self.reset()
+            self.reset(after_ns=ns + self._newest.jump_ns)
             with self._lock:
                 self._newest.update(local_index, ns)
 
