@@ -287,3 +287,20 @@ def test_bad_parameters_stop_the_start_with_a_clear_error(graph, parameters, mes
     rig = ring_rig(("front",))
     with pytest.raises(StartupError, match=message):
         start(rig, **parameters)
+
+
+def test_sweeps_and_images_that_never_pair_are_reported_then_recover(graph):
+    start, _ = graph
+    rig = ring_rig(("front", "left"))
+    node, harness = start(rig)
+    send_until_answered(harness, rig.cameras, 100 * NS)
+    for i in range(25):  # the LiDAR's clock 5 s ahead of the cameras
+        sweep_ns = 102 * NS + i * NS // 10
+        harness.send(sweep_ns, lidar=False)
+        harness.pub_points.publish(xyz_to_pointcloud2(
+            rig.points, Header(stamp=stamp_msg(sweep_ns + 5 * NS), frame_id="lidar_top")))
+        time.sleep(0.1)
+    assert wait_until(lambda: any(f.kind == "unpaired" for f in node.faults.active()), 3.0)
+    unpaired = next(f for f in node.faults.active() if f.kind == "unpaired")
+    assert "more than sync_slop" in unpaired.message and unpaired.level == 2
+    send_until_answered(harness, rig.cameras, 110 * NS, timeout=10.0)

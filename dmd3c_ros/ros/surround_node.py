@@ -90,6 +90,8 @@ class SurroundNode(Node):
         self.state = {c: CameraState() for c in self.cameras}
         self._sets_done = 0
         self._sets_at_last_diag = 0
+        self._input_stamps = {"view": None, "sweep": None}  # newest header stamps, ns
+        self._pairing = (0, 0, 0)  # sets, empty sweeps, unmatched views at the last check
         self._last_diag = time.monotonic()
 
         self.outputs = {c: DepthOutputs(self, f"{c}/", self.config, backend)
@@ -121,11 +123,14 @@ class SurroundNode(Node):
 
     # -- callbacks: tiny, never inference ---------------------------------------------------
     def _on_view(self, camera: str, image: Image, info: CameraInfo) -> None:
-        self._hand_over(self.assembler.add_view(camera, header_stamp_ns(image),
-                                                ViewMessages(image, info)))
+        stamp = header_stamp_ns(image)
+        self._input_stamps["view"] = stamp
+        self._hand_over(self.assembler.add_view(camera, stamp, ViewMessages(image, info)))
 
     def _on_sweep(self, points: PointCloud2) -> None:
-        self._hand_over(self.assembler.add_sweep(header_stamp_ns(points), points))
+        stamp = header_stamp_ns(points)
+        self._input_stamps["sweep"] = stamp
+        self._hand_over(self.assembler.add_sweep(stamp, points))
 
     def _poll(self) -> None:
         self._hand_over(self.assembler.poll())
@@ -260,7 +265,23 @@ class SurroundNode(Node):
                                         message, values))
         return statuses
 
+    def check_pairing(self) -> None:
+        """Sweeps and views that keep arriving without ever forming a set: their stamps are
+        further apart than sync_slop (unsynchronised clocks)."""
+        stats = self.assembler.stats
+        now = (stats.sets, stats.empty_sweeps, sum(stats.unmatched.values()))
+        sets, empty, unmatched = (a - b for a, b in zip(now, self._pairing))
+        self._pairing = now
+        view_ns, sweep_ns = self._input_stamps["view"], self._input_stamps["sweep"]
+        if sets == 0 and empty > 0 and unmatched > 0 and None not in (view_ns, sweep_ns):
+            apart = abs(view_ns - sweep_ns) / 1e9  # ns to s
+            self.faults.report("unpaired", ERROR, (
+                f"sweeps and images arrive but never pair: their stamps are {apart:.3f} s "
+                f"apart, more than sync_slop {self.config.sync_slop:.3f} s (are the sensor "
+                "clocks synchronised?)"))
+
     def _publish_diagnostics(self) -> None:
+        self.check_pairing()
         elapsed = time.monotonic() - self._last_diag
         values = self.status_values()
         cameras = self.camera_statuses(elapsed)
