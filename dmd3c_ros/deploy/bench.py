@@ -23,10 +23,20 @@ machine-local graph with the shipped Fast DDS profile), streams the frame at ``-
 ``ros.feeder.StreamDriver`` and reads the node's own latency (image received -> depth published)
 from its /diagnostics, next to the subscriber-side latency (publish -> depth received).
 
+``--soak SECONDS`` is a long ``--node`` run that also samples, every ``--soak-interval`` seconds,
+the node process's resident memory and CPU time (Linux /proc; "not measured" elsewhere), its
+/diagnostics latency, and the subscriber-side latency and frame counts of the interval; the
+``soak`` block sums them up as memory growth after a warm-up and p95 drift between the start and
+the end of the run (``ros.bench.soak_summary`` says exactly how).
+
 JSON (DESIGN.md; keys may be added, never renamed)::
 
     {"backends": {LABEL: {STAGE: {"p50_ms": .., "p95_ms": ..}}},   # first resolution, batch 1
      "node": {"backend": .., "p50_ms": .., "p95_ms": .., "dropped": .., "frames": ..},  # --node
+     "soak": {"samples": [{"t_s", "rss_mib", "cpu_s", "node_p50_ms", "node_p95_ms",     # --soak
+                           "sub_p50_ms", "sub_p95_ms", "sent", "answered", ..}],
+              "rss_first_mib", "rss_last_mib", "rss_growth_mib", "p95_first_minute_ms",
+              "p95_last_minute_ms", "p95_drift", "answered", "sent", "dropped", ..},
      "runs": [every LABEL x resolution x batch], "skipped": {LABEL: why}, "notes": [..],
      "surround": {.., "runs": [{backend, mode, stages}], "ratios": {..}},   # --nuscenes
      "machine": {..}, "command": .., "date": .., "frames": .., "warmup": .., ...}
@@ -69,6 +79,7 @@ DEFAULT_DATA = kitti_sample_dir()
 INT8_SPEC = "student_int8.yaml"  # an INT8-quantised student next to the shipped one, if any
 STAGES = ("decode", "projection", "preprocess", "inference", "postprocess", "encode", "total")
 NODE_OPTIONS = ("node_backend", "rate", "seconds", "domain_id", "ready_timeout")
+SOAK_OPTIONS = ("soak_interval",)
 TENSORRT_SKIPPED = "not measured: no GPU (TensorRT, pycuda or a CUDA device missing)"
 NO_MESSAGES = "decode and encode not measured: the ROS 2 message libraries are missing ({error})"
 # ------------------------------------------------------------------------------------- frame
@@ -447,6 +458,8 @@ def format_markdown(result: dict) -> str:
         if stages:
             lines += ["Inside the node, p50 ms per stage: " + ", ".join(
                 f"{name} {value:.1f}" for name, value in stages.items()) + ".", ""]
+    if "soak" in result:
+        lines += format_soak(result["soak"])
     if result["skipped"]:
         lines += ["Skipped:", ""] + [f"- {label}: {why}" for label, why in
                                      result["skipped"].items()] + [""]
@@ -459,6 +472,43 @@ def _pair(p50, p95) -> str:
     if p50 is None or p95 is None:
         return "-"
     return _cell({"p50_ms": p50, "p95_ms": p95})
+
+
+def _number(value, digits: int = 1, unit: str = "") -> str:
+    return "-" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def format_soak(soak: dict) -> list[str]:
+    """The soak section: a table of the samples, then the summary lines."""
+    lines = [f"## Soak ({soak['seconds']:g} s at {soak['rate_hz']:g} Hz, a sample every "
+             f"{soak['interval_s']:g} s)", "",
+             "| t s | RSS MiB | CPU s | CPU % of a core | in-node p50 / p95 ms | "
+             "publish -> depth p50 / p95 ms | sent | answered | dropped | load (1 min) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in soak["samples"]:
+        lines.append(f"| {s['t_s']:.1f} | {_number(s['rss_mib'])} | {_number(s['cpu_s'])} | "
+                     f"{_number(s['cpu_pct'], 0)} | {_pair(s['node_p50_ms'], s['node_p95_ms'])} "
+                     f"| {_pair(s['sub_p50_ms'], s['sub_p95_ms'])} | {s['sent']} | "
+                     f"{s['answered']} | {s.get('dropped', '-')} | "
+                     f"{_number(s.get('load_1m'), 2)} |")
+    drift = soak["p95_drift"]
+    lines += ["",
+              f"- Memory: {soak['memory']}." if soak["rss_first_mib"] is None else
+              f"- Node RSS: {_number(soak['rss_first_mib'])} MiB at "
+              f"{soak['rss_first_t_s']:.0f} s -> {_number(soak['rss_last_mib'])} MiB at the end: "
+              f"growth {_number(soak['rss_growth_mib'], 1, ' MiB')} "
+              f"(slope after the warm-up {_number(soak['rss_slope_mib_per_min'], 2)} MiB/min; "
+              f"max {_number(soak['rss_max_mib'])} MiB); baseline: {soak['rss_baseline']}.",
+              f"- Publish -> depth p95: {_number(soak['p95_first_minute_ms'], 1, ' ms')} "
+              f"({soak['p95_first_frames']} frames) at the start, "
+              f"{_number(soak['p95_last_minute_ms'], 1, ' ms')} ({soak['p95_last_frames']} "
+              f"frames) at the end: drift {_number(None if drift is None else 100 * drift, 1)}%"
+              f" ({soak['p95_windows']}).",
+              f"- Frames: {soak['sent']} sent, {soak['answered']} answered, {soak['dropped']} "
+              "dropped.",
+              f"- In-node figures cover the node's last {soak['node_window_frames']} frames "
+              f"(about {soak['node_window_s']:g} s at {soak['rate_hz']:g} Hz).", ""]
+    return lines
 
 
 # ------------------------------------------------------------------------------------- run
@@ -538,7 +588,7 @@ def command_line(args) -> str:
     for key, value in vars(args).items():
         if key in ("func", "command") or value is None or value is False or value == []:
             continue
-        if key in NODE_OPTIONS and not node:
+        if key in NODE_OPTIONS and not node or key in SOAK_OPTIONS and args.soak is None:
             continue
         flag = "--" + key.replace("_", "-")
         values = value if isinstance(value, list) else [value]
@@ -557,8 +607,9 @@ def _say(text: str) -> None:
 
 def run(args) -> int:
     """``dmd3c bench``: measure, write the JSON and the Markdown (stdout without --markdown)."""
-    if args.rate <= 0 or args.seconds <= 0 or (args.soak is not None and args.soak <= 0):
-        raise ValueError("--rate, --seconds and --soak must be positive")
+    if args.rate <= 0 or args.seconds <= 0 or (args.soak is not None and args.soak <= 0) \
+            or args.soak_interval <= 0:
+        raise ValueError("--rate, --seconds, --soak and --soak-interval must be positive")
     frame = choose_frame(args.data, synthetic=args.synthetic, say=_say)
     result = run_bench(frame, backends=args.backend, models=args.model,
                        precisions=args.precision, resolutions=args.resolution,
@@ -578,7 +629,9 @@ def run(args) -> int:
                 model=(args.model or [None])[0] if args.node_backend != "classical" else None,
                 rate_hz=args.rate, seconds=args.soak if args.soak is not None else args.seconds,
                 domain_id=args.domain_id, ready_timeout_s=args.ready_timeout, log_path=log,
-                say=_say)
+                soak_interval_s=args.soak_interval if args.soak is not None else None, say=_say)
+            if "soak" in result["node"]:
+                result["soak"] = result["node"].pop("soak")
         except (NodeProcessError, TimeoutError, ImportError) as error:  # ImportError: no rclpy
             _say(f"dmd3c bench: node: error: {error}")
             result["notes"].append(f"node not measured: {error}")
@@ -637,7 +690,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--rate", type=float, default=10.0, help="--node: frames per second")
     p.add_argument("--seconds", type=float, default=10.0, help="--node: how long to stream")
     p.add_argument("--soak", type=float, metavar="SECONDS",
-                   help="a long --node run: stream for SECONDS (implies --node)")
+                   help="a long --node run: stream for SECONDS (implies --node) and sample the "
+                        "node's memory, CPU time and latency over time (JSON 'soak')")
+    p.add_argument("--soak-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="--soak: seconds between samples (default 10)")
     p.add_argument("--domain-id", type=int, help="--node: ROS domain (default: a random "
                                                  "private one)")
     p.add_argument("--ready-timeout", type=float, default=90.0,

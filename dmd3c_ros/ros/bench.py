@@ -5,7 +5,10 @@ and the completion node run in its own process behind a real ROS graph.
 does with such messages: decode (deserialise + convert) and encode (build + serialise its outputs).
 ``run_node`` streams a frame at a rate to a completion node process (``graph.NodeProcess`` on a
 private, machine-local graph with the shipped Fast DDS profile) through ``feeder.StreamDriver`` and
-returns the node's own latency and per-stage figures from its /diagnostics.
+returns the node's own latency and per-stage figures from its /diagnostics. With a soak interval
+(``dmd3c bench --soak``), ``SoakRecorder`` samples the node process's memory and CPU time (Linux
+/proc), its /diagnostics latency and the stream's own latency every interval, and ``soak_summary``
+turns the samples into growth and drift figures.
 """
 from __future__ import annotations
 
@@ -22,11 +25,14 @@ from dmd3c_ros.ros import adapters
 from dmd3c_ros.ros.feeder import KittiFrame, StreamDriver, frame_messages
 from dmd3c_ros.ros.graph import (NodeProcess, free_domain_id, lidar_to_camera_parameter,
                                  ros_process_env, setup_process_env)
+from dmd3c_ros.ros.soak import (NODE_WINDOW, RSS_NOT_MEASURED, SoakRecorder, diagnostic_number,
+                                format_sample, interval_figures, process_cpu_s,
+                                process_rss_mib, soak_summary)
 
 NODE_MEASURED = ("p50_ms / p95_ms: inside the node, image received -> depth published (its "
-                 "/diagnostics latency_p50_ms / latency_p95_ms, over its last 200 frames, warm-up "
-                 "included); subscriber_*: this process, image published -> depth received; "
-                 "dropped: frames sent that got no depth")
+                 f"/diagnostics latency_p50_ms / latency_p95_ms, over its last {NODE_WINDOW} "
+                 "frames, warm-up included); subscriber_*: this process, image published -> depth "
+                 "received; dropped: frames sent that got no depth")
 NODE_STAGES = ("queued", "decode", "projection", "preprocess", "inference", "postprocess",
                "publish")  # the completion node's /diagnostics <stage>_p50_ms
 
@@ -68,25 +74,14 @@ class Messages:
         return int(depth_msg.width), int(depth_msg.height)
 
 
-def _diagnostic_number(report, key: str) -> float | int | None:
-    """A /diagnostics value as a number (an int when it is one), None when absent or NaN."""
-    value = report.diagnostic_value(key)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        pass
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if np.isfinite(number) else None
-
-
 def run_node(frame, *, backend: str = "onnxruntime", model: str | None = None,
              rate_hz: float = 10.0, seconds: float = 10.0, domain_id: int | None = None,
-             ready_timeout_s: float = 90.0, log_path=None,
+             ready_timeout_s: float = 90.0, log_path=None, soak_interval_s: float | None = None,
              say: Callable[[str], None] = print) -> dict:
     """Stream ``frame`` to the completion node in its own process and return the node block.
+
+    With ``soak_interval_s`` the run is a soak: a ``SoakRecorder`` sample every that many
+    seconds (a progress line each), and the block gets a ``soak`` entry (``soak_summary``).
 
     Raises:
         NodeProcessError: the node died; TimeoutError: it never answered.
@@ -108,24 +103,38 @@ def run_node(frame, *, backend: str = "onnxruntime", model: str | None = None,
         ready_s = driver.wait_until_ready(ready_timeout_s, check=node.check)
         say(f"node: answering after {ready_s:.1f} s; streaming {frame.size[0]}x{frame.size[1]} "
             f"at {rate_hz:g} Hz for {seconds:g} s")
-        driver.run(seconds=seconds, check=node.check,
-                   progress=lambda sent, answered, elapsed: say(
-                       f"  node {elapsed:4.1f} s: {sent} frames sent, {answered} answered"))
+        if soak_interval_s is None:
+            soak = None
+            driver.run(seconds=seconds, check=node.check,
+                       progress=lambda sent, answered, elapsed: say(
+                           f"  node {elapsed:4.1f} s: {sent} frames sent, {answered} answered"))
+        else:
+            soak = SoakRecorder(driver, node.process.pid, seconds=seconds,
+                                interval_s=soak_interval_s, rate_hz=rate_hz, say=say)
+            if process_rss_mib(node.process.pid) is None:
+                say(f"node: memory {RSS_NOT_MEASURED}")
+            say(f"node: soak, a sample every {soak_interval_s:g} s")
+            soak.start()
+            driver.run(seconds=seconds, check=node.check, progress=soak.progress,
+                       progress_every_s=0.02)  # sample times within a spin or two
         settle = time.monotonic() + 1.5  # the node publishes /diagnostics at 1 Hz: a fresh one
         while time.monotonic() < settle:
             node.check()
             driver.executor.spin_once(timeout_sec=0.05)
+        if soak is not None:
+            soak.sample()  # the rest of the run, with the node still up
         report = driver.report()
     finally:
         if driver is not None:
             driver.close()
         context.try_shutdown()
         code = node.stop(timeout_s=5.0)
-        say(f"node: stopped (exit code {code})")
-    return json_safe({
+        say(f"node: stopped by SIGINT (exit code {code}"
+            + (f", {node.exit_seconds:.2f} s after the signal)" if node.exit_seconds else ")"))
+    block = {
         "backend": report.diagnostic_value("backend") or backend,
-        "p50_ms": _diagnostic_number(report, "latency_p50_ms"),
-        "p95_ms": _diagnostic_number(report, "latency_p95_ms"),
+        "p50_ms": diagnostic_number(report, "latency_p50_ms"),
+        "p95_ms": diagnostic_number(report, "latency_p95_ms"),
         "dropped": report.frames_sent - report.frames_answered,
         "frames": report.frames_sent,
         "measured": NODE_MEASURED,
@@ -133,17 +142,23 @@ def run_node(frame, *, backend: str = "onnxruntime", model: str | None = None,
         "answered_fraction": report.answered_fraction,
         "subscriber_p50_ms": report.latency_p50_ms, "subscriber_p95_ms": report.latency_p95_ms,
         "subscriber_max_ms": report.latency_max_ms,
-        "node_dropped_frames": _diagnostic_number(report, "dropped_frames"),
-        "node_frames_in": _diagnostic_number(report, "frames_in"),
-        "node_frames_published": _diagnostic_number(report, "frames_published"),
+        "node_dropped_frames": diagnostic_number(report, "dropped_frames"),
+        "node_frames_in": diagnostic_number(report, "frames_in"),
+        "node_frames_published": diagnostic_number(report, "frames_published"),
         # Where the node's own latency goes: its /diagnostics <stage>_p50_ms values.
-        "node_stages_p50_ms": {name: _diagnostic_number(report, f"{name}_p50_ms")
+        "node_stages_p50_ms": {name: diagnostic_number(report, f"{name}_p50_ms")
                                for name in NODE_STAGES
-                               if _diagnostic_number(report, f"{name}_p50_ms") is not None},
+                               if diagnostic_number(report, f"{name}_p50_ms") is not None},
         "mode": report.diagnostic_value("mode"), "headers_equal": report.headers_equal,
         "sizes": report.sizes, "model": model, "rate_hz": rate_hz, "seconds": seconds,
         "resolution": f"{frame.size[0]}x{frame.size[1]}", "ready_s": ready_s,
-        "domain_id": domain_id, "log": str(node.log_path)})
+        "domain_id": domain_id, "log": str(node.log_path),
+        "exit_code": code, "exit_s": node.exit_seconds}
+    if soak is not None:
+        block["soak"] = soak.summary(report)
+    return json_safe(block)
 
 
-__all__ = ["Messages", "NODE_MEASURED", "NODE_STAGES", "run_node"]
+__all__ = ["Messages", "NODE_MEASURED", "NODE_STAGES", "NODE_WINDOW", "SoakRecorder",
+           "format_sample", "interval_figures", "process_cpu_s", "process_rss_mib", "run_node",
+           "soak_summary"]

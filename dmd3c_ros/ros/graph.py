@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -140,16 +141,21 @@ class NodeProcess:
                 f"the node exited with code {self.process.returncode}; "
                 f"command: {' '.join(self.command)}\n--- its output (tail) ---\n{self.log_tail()}")
 
-    def stop(self, timeout_s: float = 5.0) -> int | None:
-        """SIGINT, wait ``timeout_s``, then SIGKILL. Returns the exit code (None if never run)."""
+    def stop(self, timeout_s: float = 5.0, signal_number: int = signal.SIGINT) -> int | None:
+        """``signal_number`` (SIGINT or SIGTERM), wait ``timeout_s``, then SIGKILL. Returns the
+        exit code (None if never run); ``exit_seconds`` is how long the node took to exit after
+        the signal (None when it had exited already or was killed)."""
         process = self.process
+        self.exit_seconds = None
         try:
             if process is None:
                 return None
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+                sent = time.monotonic()
+                process.send_signal(signal_number)
                 try:
                     process.wait(timeout_s)
+                    self.exit_seconds = time.monotonic() - sent
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(timeout_s)
