@@ -20,8 +20,8 @@ from .base import METRIC_DEPTH, RELATIVE_INVERSE_DEPTH, Teacher, check_rgb
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
+# safetensors only: a pytorch_model.bin is a pickle, which could run code when loaded.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
 class WeightsError(FileNotFoundError):
@@ -45,7 +45,11 @@ def check_weights_dir(weights_dir) -> Path:
     if not (path / "config.json").is_file():
         raise WeightsError(f"{path}: no config.json (not a transformers model directory)")
     if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise WeightsError(f"{path}: no weights ({', '.join(WEIGHT_FILES)})")
+        pickled = (path / "pytorch_model.bin").is_file()
+        raise WeightsError(f"{path}: no weights ({', '.join(WEIGHT_FILES)})" + (
+            "; pytorch_model.bin is a pickle and is not loaded: convert it once with "
+            "transformers (from_pretrained, then save_pretrained(safe_serialization=True))"
+            if pickled else ""))
     return path
 
 
@@ -68,7 +72,7 @@ class DepthAnythingV2Teacher(Teacher):
 
         self._torch = torch
         self.model = AutoModelForDepthEstimation.from_pretrained(
-            str(path), local_files_only=True).to(device).eval()
+            str(path), local_files_only=True, use_safetensors=True).to(device).eval()
         config = self.model.config
         self.kind = (METRIC_DEPTH if getattr(config, "depth_estimation_type", "relative")
                      == "metric" else RELATIVE_INVERSE_DEPTH)
