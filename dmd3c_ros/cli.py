@@ -383,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
             OSError) as error:  # FileExistsError (an existing bag folder) is an OSError
         print(f"dmd3c {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: whatever the command started has been cleaned up
+        print(f"dmd3c {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
