@@ -279,6 +279,17 @@ def test_malformed_clouds(changes, match):
         pointcloud2_to_xyz(_cloud(**changes))
 
 
+def test_empty_cloud_with_a_point_step_beyond_numpy():
+    # Found by test_properties.py: numpy's ValueError "integer won't fit into a C int" escaped
+    # pointcloud2_fields for this (wire-valid, empty) cloud.
+    msg = PointCloud2(height=1, width=0, fields=_fields(("x", 0, 7, 1), ("y", 4, 7, 1),
+                                                        ("z", 8, 7, 1)),
+                      point_step=2**31, row_step=0, data=b"")
+    assert pointcloud2_to_xyz(msg).shape == (0, 3)
+    with pytest.raises(MessageError, match="PointCloud2.point_step 2147483648 is larger"):
+        pointcloud2_fields(msg, ["x"])
+
+
 def test_xyz_to_pointcloud2_rejects_bad_input():
     with pytest.raises(MessageError, match=r"\(4, 2\)"):
         xyz_to_pointcloud2(np.zeros((4, 2)))

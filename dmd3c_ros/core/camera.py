@@ -58,8 +58,8 @@ class PinholeCamera:
         object.__setattr__(self, "D", tuple(float(d) for d in self.D))
         if not self.is_valid():
             raise CalibrationError(
-                "camera intrinsics are unusable (focal lengths must be positive, last row of P "
-                f"must be non-zero): K={self.K.tolist()} P={self.P.tolist()}")
+                "camera intrinsics are unusable (focal lengths must be positive, the left 3x3 "
+                f"of P invertible): K={self.K.tolist()} P={self.P.tolist()}")
 
     @classmethod
     def from_intrinsics(cls, fx: float, fy: float, cx: float, cy: float,
@@ -75,8 +75,11 @@ class PinholeCamera:
         return cls(width, height, P[:, :3].copy(), P)
 
     def is_valid(self) -> bool:
-        return bool(self.P[0, 0] > 0 and self.P[1, 1] > 0 and np.any(self.P[2] != 0)
-                    and self.K[0, 0] > 0 and self.K[1, 1] > 0)
+        """Positive focal lengths in K and P, and an invertible left 3x3 block of P (pixels are
+        lifted back to rays through it, e.g. for depth/points)."""
+        if not (self.P[0, 0] > 0 and self.P[1, 1] > 0 and self.K[0, 0] > 0 and self.K[1, 1] > 0):
+            return False
+        return bool(np.linalg.matrix_rank(self.P[:, :3]) == 3)  # SVD, float64 tolerance
 
     @property
     def size(self) -> tuple[int, int]:

@@ -35,6 +35,7 @@ _TO_RGB = {
     "mono8": lambda a: np.repeat(a[..., None], 3, axis=2),
 }
 _WIRE_ORDER = "<"  # messages we write are little-endian, so is_bigendian is 0 on any host
+_MAX_POINT_STEP = 2**31 - 1  # bytes: numpy keeps a record's size in a C int
 
 
 def _bytes(data) -> np.ndarray:
@@ -144,6 +145,9 @@ def _field(msg: PointCloud2, name: str) -> PointField:
 def _cloud_view(msg: PointCloud2, names) -> np.ndarray:
     """A (height, width) structured view of ``msg.data`` holding ``names`` (aliases the message)."""
     point_step, order = int(msg.point_step), (">" if msg.is_bigendian else "<")
+    if point_step > _MAX_POINT_STEP:
+        raise MessageError(f"PointCloud2.point_step {point_step} is larger than the "
+                           f"{_MAX_POINT_STEP} bytes a point can have here")
     formats, offsets = [], []
     for name in names:
         field = _field(msg, name)

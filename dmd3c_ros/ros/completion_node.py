@@ -158,7 +158,10 @@ class CompletionNode(Node):
                 if grace > 0:
                     frame = self.slot.get(timeout=grace) or frame
             if frame is not None:
-                self._process(frame)
+                try:
+                    self._process(frame)
+                except Exception as error:  # e.g. publishing: the worker must keep running
+                    self.faults.report("internal", ERROR, f"frame failed: {error!r}")
 
     def _lidar_to_camera(self, image: Image, points: PointCloud2) -> np.ndarray:
         if self._extrinsic is not None:
