@@ -36,3 +36,42 @@ def nuscenes_sample() -> Path:
     if not (path / "calibration.json").is_file():
         pytest.skip(f"real nuScenes sample not found at {path} (../shared/data)")
     return path
+
+
+class SpinningGraph:
+    """A private rclpy context (machine-local, a ROS domain of its own) with a single-threaded
+    executor spinning in a background thread; ``add`` puts nodes on it (destroyed at the end)."""
+
+    def __init__(self, context, executor):
+        self.context, self._executor, self.nodes = context, executor, []
+
+    def add(self, *nodes):
+        for node in nodes:
+            self._executor.add_node(node)
+            self.nodes.append(node)
+
+
+@pytest.fixture
+def spinning_graph(monkeypatch):
+    import threading
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from dmd3c_ros.ros.graph import free_domain_id
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(free_domain_id()))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    # Single-threaded, as in the nodes' main(): with rclpy's MultiThreadedExecutor its spin
+    # thread held the GIL most of the time here and the node tests became slow and flaky.
+    executor = SingleThreadedExecutor(context=context)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    graph = SpinningGraph(context, executor)
+    yield graph
+    executor.shutdown(timeout_sec=2.0)
+    for node in graph.nodes:
+        node.destroy_node()
+    rclpy.try_shutdown(context=context)
+    spinner.join(timeout=5.0)

@@ -1,6 +1,5 @@
 """The completion node through a real rclpy graph, in this process (the node's own process is
 covered by test_node_process.py)."""
-import threading
 import time
 from types import SimpleNamespace
 
@@ -8,7 +7,6 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
@@ -18,7 +16,6 @@ from dmd3c_ros.core.camera import PinholeCamera
 from dmd3c_ros.ros.adapters import (array_to_image, camera_to_camera_info, depth_image_to_metres,
                                     image_to_array, xyz_to_pointcloud2)
 from dmd3c_ros.ros.completion_node import CompletionNode, StartupError
-from dmd3c_ros.ros.graph import free_domain_id
 from dmd3c_ros.runtime.base import Backend, Prediction
 
 CAM = PinholeCamera.from_intrinsics(60.0, 60.0, 40.0, 30.0, 80, 60)
@@ -106,16 +103,9 @@ class Harness(Node):
 
 
 @pytest.fixture
-def graph(monkeypatch):
-    """A private rclpy context with an executor spinning in the background."""
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(free_domain_id()))
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    # Single-threaded, as in the node's main(): with rclpy's MultiThreadedExecutor its spin thread
-    # held the GIL most of the time here and these tests became slow and flaky.
-    executor = SingleThreadedExecutor(context=context)
-    nodes = []
+def graph(spinning_graph):
+    """``start(inject=None, **parameters)`` -> (completion node, harness), warmed up."""
+    context = spinning_graph.context
 
     def start(inject=None, **parameters):
         parameters.setdefault("lidar_to_camera", LIDAR_TO_CAMERA)
@@ -123,9 +113,7 @@ def graph(monkeypatch):
         overrides = [Parameter(k, value=v) for k, v in parameters.items()]
         node = CompletionNode(backend=inject, context=context, parameter_overrides=overrides)
         harness = Harness(context)
-        for n in (node, harness):
-            executor.add_node(n)
-            nodes.append(n)
+        spinning_graph.add(node, harness)
         # Every input matched (best-effort messages sent before a match are simply lost).
         wait_until(lambda: all(p.get_subscription_count() >= 1 for p in
                                (harness.pub_image, harness.pub_info, harness.pub_points))
@@ -133,14 +121,7 @@ def graph(monkeypatch):
         warm_up(node, harness)
         return node, harness
 
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
     yield start, context
-    executor.shutdown(timeout_sec=2.0)
-    for node in nodes:
-        node.destroy_node()
-    rclpy.shutdown(context=context)
-    spinner.join(timeout=5.0)
 
 
 def warm_up(node, harness, timeout=20.0):

@@ -1,16 +1,13 @@
 """The surround node through a real rclpy graph, in this process: the real nuScenes keyframe in
 ../shared/data (six cameras, LIDAR_TOP, calibration.json as parameters) and small synthetic rigs
 for the failure cases."""
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
@@ -22,7 +19,6 @@ from dmd3c_ros.core.nuscenes_sample import load_nuscenes_sample
 from dmd3c_ros.core.projection import project_to_depth
 from dmd3c_ros.ros.adapters import (array_to_image, camera_to_camera_info, depth_image_to_metres,
                                     xyz_to_pointcloud2)
-from dmd3c_ros.ros.graph import free_domain_id
 from dmd3c_ros.ros.node_common import StartupError
 from dmd3c_ros.ros.surround_node import SurroundNode
 from dmd3c_ros.runtime.base import Backend, Prediction
@@ -150,14 +146,9 @@ def wait_until(condition, timeout=10.0):
 
 
 @pytest.fixture
-def graph(monkeypatch):
-    """A private rclpy context with an executor spinning in the background."""
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(free_domain_id()))
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    executor = SingleThreadedExecutor(context=context)
-    nodes = []
+def graph(spinning_graph):
+    """``start(rig, inject=None, **parameters)`` -> (surround node, harness), inputs matched."""
+    context = spinning_graph.context
 
     def start(rig: Rig, inject=None, **parameters):
         parameters = rig.parameters(**parameters)
@@ -165,9 +156,7 @@ def graph(monkeypatch):
         overrides = [Parameter(k, value=v) for k, v in parameters.items()]
         node = SurroundNode(backend=inject, context=context, parameter_overrides=overrides)
         harness = Harness(context, rig)
-        for n in (node, harness):
-            executor.add_node(n)
-            nodes.append(n)
+        spinning_graph.add(node, harness)
         assert wait_until(lambda: all(p.get_subscription_count() >= 1 for pair in
                                       harness.pubs.values() for p in pair)
                           and harness.pub_points.get_subscription_count() >= 1
@@ -175,14 +164,7 @@ def graph(monkeypatch):
                                   for n in rig.cameras), 10.0)
         return node, harness
 
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
     yield start, context
-    executor.shutdown(timeout_sec=2.0)
-    for node in nodes:
-        node.destroy_node()
-    rclpy.try_shutdown(context=context)
-    spinner.join(timeout=2.0)
 
 
 def send_until_answered(harness, cameras, first_ns, timeout=60.0, period=1.0):
