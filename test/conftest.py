@@ -75,3 +75,14 @@ def spinning_graph(monkeypatch):
         node.destroy_node()
     rclpy.try_shutdown(context=context)
     spinner.join(timeout=5.0)
+
+
+def wait_until(condition, timeout=10.0):
+    """Poll ``condition`` every 20 ms until it holds or ``timeout`` seconds pass; its last value."""
+    import time
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()

@@ -17,6 +17,7 @@ from dmd3c_ros.ros.adapters import (array_to_image, camera_to_camera_info, depth
                                     image_to_array, xyz_to_pointcloud2)
 from dmd3c_ros.ros.completion_node import CompletionNode, StartupError
 from dmd3c_ros.runtime.base import Backend, Prediction
+from conftest import wait_until
 
 CAM = PinholeCamera.from_intrinsics(60.0, 60.0, 40.0, 30.0, 80, 60)
 LIDAR_TO_CAMERA = [float(v) for v in (0, -1, 0, 0, 0, 0, -1, 0, 1, 0, 0, 0, 0, 0, 0, 1)]  # x fwd -> z fwd
@@ -145,15 +146,6 @@ def warm_up(node, harness, timeout=20.0):
     harness.sent = 0
     node.faults.clear()
     harness.baseline = (node.slot.put_count, node.slot.dropped)
-
-
-def wait_until(condition, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def last_status(harness):

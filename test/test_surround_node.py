@@ -22,6 +22,7 @@ from dmd3c_ros.ros.adapters import (array_to_image, camera_to_camera_info, depth
 from dmd3c_ros.ros.node_common import StartupError
 from dmd3c_ros.ros.surround_node import SurroundNode
 from dmd3c_ros.runtime.base import Backend, Prediction
+from conftest import wait_until
 
 NS = 10**9
 
@@ -134,15 +135,6 @@ class Harness(Node):
             self.pub_points.publish(xyz_to_pointcloud2(
                 self.rig.points, Header(stamp=stamp_msg(sweep_ns), frame_id="lidar_top")))
         return headers
-
-
-def wait_until(condition, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 @pytest.fixture
