@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -19,16 +18,13 @@ from dmd3c_ros.core.nuscenes_sample import load_nuscenes_sample
 from dmd3c_ros.core.projection import project_to_depth
 from dmd3c_ros.ros.adapters import (array_to_image, camera_to_camera_info, depth_image_to_metres,
                                     xyz_to_pointcloud2)
+from dmd3c_ros.ros.feeder import time_msg
 from dmd3c_ros.ros.node_common import StartupError
 from dmd3c_ros.ros.surround_node import SurroundNode
 from dmd3c_ros.runtime.base import Backend, Prediction
 from conftest import wait_until
 
 NS = 10**9
-
-
-def stamp_msg(ns: int) -> Time:
-    return Time(sec=ns // NS, nanosec=ns % NS)
 
 
 class Rig:
@@ -125,7 +121,7 @@ class Harness(Node):
         headers = {}
         for name in (self.rig.cameras if cameras is None else cameras):
             _, camera, _, offset = self.rig.cameras[name]
-            header = Header(stamp=stamp_msg(sweep_ns + offset), frame_id=f"{name}_optical")
+            header = Header(stamp=time_msg(sweep_ns + offset), frame_id=f"{name}_optical")
             image = self.messages[name]
             image.header = header
             self.pubs[name][0].publish(image)
@@ -133,7 +129,7 @@ class Harness(Node):
             headers[name] = header
         if lidar:
             self.pub_points.publish(xyz_to_pointcloud2(
-                self.rig.points, Header(stamp=stamp_msg(sweep_ns), frame_id="lidar_top")))
+                self.rig.points, Header(stamp=time_msg(sweep_ns), frame_id="lidar_top")))
         return headers
 
 
@@ -272,7 +268,7 @@ def test_sweeps_and_images_that_never_pair_are_reported_then_recover(graph):
         sweep_ns = 102 * NS + i * NS // 10
         harness.send(sweep_ns, lidar=False)
         harness.pub_points.publish(xyz_to_pointcloud2(
-            rig.points, Header(stamp=stamp_msg(sweep_ns + 5 * NS), frame_id="lidar_top")))
+            rig.points, Header(stamp=time_msg(sweep_ns + 5 * NS), frame_id="lidar_top")))
         time.sleep(0.1)
     assert wait_until(lambda: any(f.kind == "unpaired" for f in node.faults.active()), 3.0)
     unpaired = next(f for f in node.faults.active() if f.kind == "unpaired")
