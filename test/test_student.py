@@ -7,9 +7,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from torch.nn import functional as F  # noqa: E402
+
 from dmd3c_ros.training.student import (VARIANTS, Student, StudentConfig,  # noqa: E402
-                                        build_student, count_parameters, gflops,
-                                        sparse_fill)
+                                        _binomial5, build_student, count_parameters, gflops,
+                                        nearest_fill, sparse_fill)
 
 H, W = 64, 192
 
@@ -163,6 +165,37 @@ def test_sparse_fill_coarse_to_fine():
     empty = torch.zeros(1, 1, 64, 64)          # mono: nothing anywhere
     fill, has, _ = sparse_fill(empty, empty)
     assert not fill.any() and not has.any()
+
+
+def test_nearest_fill_lets_the_nearest_return_win():
+    sparse = torch.zeros(1, 1, 40, 40)
+    sparse[0, 0, 20, 20] = 0.5                 # one return: fills a neighbourhood, no further
+    fill, has = nearest_fill(sparse, (sparse > 0).float())
+    assert fill[0, 0, 20, 20] == pytest.approx(0.5) and fill[0, 0, 22, 20] == pytest.approx(0.5)
+    # the 5x5 diamond, grown by the 7x7 fill of empty pixels: 11x11 less three per corner
+    assert has[0, 0, 25, 20] == 1 and has[0, 0, 24, 24] == 1 and has[0, 0, 25, 25] == 0
+    assert has[0, 0, 26, 20] == 0 and has.sum() == 121 - 4 * 3
+    assert torch.all((fill > 0) == (has > 0))
+    # A near (0.1) and a far (0.6) return three columns apart: next to the near one the near one
+    # wins (below the 0.35 that averaging gives), softened by the 5x5 blur; away from the edge
+    # each side keeps its own depth.
+    sparse[0, 0, 20, 20] = 0.0
+    sparse[0, 0, 20, 18], sparse[0, 0, 20, 21] = 0.1, 0.6
+    fill, has = nearest_fill(sparse, (sparse > 0).float())
+    assert fill[0, 0, 20, 19] < 0.25
+    assert fill[0, 0, 20, 15] == pytest.approx(0.1) and fill[0, 0, 20, 26] == pytest.approx(0.6)
+    beyond = torch.full((1, 1, 8, 8), 1.2)     # returns beyond 1.01 units are left out
+    assert not nearest_fill(beyond, torch.ones_like(beyond))[1].any()
+    empty = torch.zeros(1, 1, 16, 16)          # mono: nothing anywhere
+    fill, has = nearest_fill(empty, empty)
+    assert not fill.any() and not has.any()
+
+
+def test_binomial_blur_is_the_5x5_convolution():
+    x = torch.rand(2, 1, 23, 37)
+    k = torch.tensor([1.0, 4, 6, 4, 1]) / 16
+    expected = F.conv2d(x, (k[:, None] * k[None, :])[None, None], padding=2)
+    assert torch.allclose(_binomial5(x), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))

@@ -16,8 +16,8 @@ from dmd3c_ros.training import losses as L
 from dmd3c_ros.training.synthetic import (NO_RING, CacheSpec, CropSampler, build_cache,
                                           keep_beams, load_index, pseudo_metric_depth,
                                           split_files)
-from dmd3c_ros.training.trainer import (TrainConfig, learning_rate, load_student_weights,
-                                        normalise_relative, train)
+from dmd3c_ros.training.trainer import (TrainConfig, learning_rate, lidar_covered,
+                                        load_student_weights, normalise_relative, train)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,6 +110,17 @@ def test_config_checks(tmp_path):
         TrainConfig.load(ROOT / "config" / "train" / f"{name}.yaml")
 
 
+def test_lidar_covered_is_below_each_columns_top_return():
+    sparse = np.zeros((6, 4), np.float32)
+    sparse[2, 0] = 10.0     # column 0: rows 2-5
+    sparse[4, 1] = 20.0     # column 1: rows 4-5 (a lower return alone)
+    sparse[1, 3] = sparse[5, 3] = 30.0   # column 3: from its top-most return; column 2: none
+    covered = lidar_covered(sparse)
+    assert covered[:, 0].tolist() == [False, False, True, True, True, True]
+    assert covered[:, 1].tolist() == [False] * 4 + [True] * 2
+    assert not covered[:, 2].any() and covered[1:, 3].all() and not covered[0, 3]
+
+
 def test_learning_rate_schedule():
     config = TrainConfig(steps=100, warmup_steps=10, lr=1.0)
     assert learning_rate(config, 0) == pytest.approx(0.1)
@@ -147,6 +158,7 @@ def test_train_writes_checkpoints_and_scalars(cache, tmp_path):
     result = train(_config(cache, tmp_path / "run"))
     run = tmp_path / "run"
     assert result["steps_run"] == 4 and np.isfinite(result["last"]["hdl64_rmse_m"])
+    assert np.isfinite(result["last"]["hdl64_covered_rmse_m"])
     tensors, meta = _read_state(run / "last.safetensors")
     assert meta["step"] == "4" and json.loads(meta["config"])["stage"] == "finetune"
     assert any(k.startswith("optim.") and k.endswith("exp_avg") for k in tensors)

@@ -27,7 +27,10 @@ The hybrid bin head then gives
   sparse branch and the refinement, and blended in: ``base = alpha * fill + (1 - alpha) *
   coarse`` with a learnt per-pixel ``alpha`` (0 where no LiDAR value is within reach, so mono
   mode is the bin estimate alone): completion starts from the measured depths rather than
-  re-deriving them;
+  re-deriving them. With ``fill="nearest"`` (variant ``tiny_v4``) the fill is first
+  :func:`nearest_fill`, the classical completion's morphology (the nearest return wins, as
+  behind a foreground edge it should), and the averaging pyramid only reaches where that leaves
+  holes; no weight is added, so ``tiny`` weights load into ``tiny_v4`` and are fine-tuned from;
 - a bounded residual refinement: ``depth = base * exp(refine_bound * tanh(r))`` (positive,
   within a factor ``exp(refine_bound)`` of ``base``), and the uncertainty ``sigma`` (exp of a
   clipped log-sigma; softplus in v1). With ``refine_stride`` 2 (default) the refinement runs at
@@ -82,6 +85,7 @@ class StudentConfig:
     refine_bound: float = 0.5       # log-space bound of the residual refinement
     d_min: float = 1e-3             # smallest bin centre, network units
     sparse_fill: bool = True        # densify the LiDAR in-network and blend it into the output
+    fill: str = "average"           # "average": sparse_fill alone; "nearest": nearest_fill first
 
     def __post_init__(self):
         for key in ("widths", "blocks", "sparse_widths"):
@@ -95,12 +99,18 @@ class StudentConfig:
             raise ValueError("StudentConfig.bin_stride must be 2 or 4")
         if self.refine_stride not in (1, 2):
             raise ValueError("StudentConfig.refine_stride must be 1 or 2")
+        if self.fill not in ("average", "nearest"):
+            raise ValueError("StudentConfig.fill must be 'average' or 'nearest'")
+        if self.fill == "nearest" and not self.sparse_fill:
+            raise ValueError("StudentConfig.fill 'nearest' needs sparse_fill")
         if self.sigma_activation not in ("exp", "softplus"):
             raise ValueError("StudentConfig.sigma_activation must be 'exp' or 'softplus'")
 
 
 VARIANTS: dict[str, StudentConfig] = {
     "tiny": StudentConfig(bin_stride=4),
+    # tiny with the nearest-return densification (nearest_fill) ahead of the averaging pyramid.
+    "tiny_v4": StudentConfig(name="tiny_v4", bin_stride=4, fill="nearest"),
     # The second layout (refinement at stride 2, bins at stride 2).
     "tiny_v2": StudentConfig(name="tiny_v2"),
     # The first shipped student's layout (full-resolution refinement); its weights load into it.
@@ -216,6 +226,45 @@ def sparse_fill(sparse: torch.Tensor, mask: torch.Tensor, levels: int = 5
     return fill, has, level
 
 
+def _dilate(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """Grey dilation by a kh x kw rectangle (one MaxPool)."""
+    return F.max_pool2d(x, (kh, kw), 1, (kh // 2, kw // 2))
+
+
+def _binomial5(x: torch.Tensor) -> torch.Tensor:
+    """The 5x5 binomial blur ([1, 4, 6, 4, 1] / 16 in each direction, zeros outside the map),
+    written as four 2x2 average pools of stride 1 after a 2-pixel zero pad: [1, 4, 6, 4, 1] / 16
+    is [1, 1] / 2 convolved with itself four times. The same function as a 5x5 convolution, and
+    ~3x faster than a one-channel convolution in ONNX Runtime."""
+    x = F.pad(x, (2, 2, 2, 2))
+    for _ in range(4):
+        x = F.avg_pool2d(x, 2, 1)
+    return x
+
+
+def nearest_fill(sparse: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Densification in which the NEAREST return wins, as in the classical completion
+    (:mod:`dmd3c_ros.core.classical`, Ku et al. 2018) up to its small-hole fill, with standard
+    ONNX operators (MaxPool, AveragePool, arithmetic). On the inverse ``1.01 - sparse`` (nearer ->
+    larger, 0 = no value): dilation by a 5x5 diamond (the maximum of 3x3, 5x1 and 1x5 max
+    pools), a 5x5 closing, empty pixels filled by a 7x7 dilation, then a 5x5 binomial blur
+    normalised over the filled pixels. Returns (fill (N,1,h,w) in the units of ``sparse``, 0
+    where none; has (N,1,h,w), 1 where filled). Returns beyond 1.01 units are left out.
+
+    Why: averaging (:func:`sparse_fill`) mixes a foreground object's returns with the
+    background's seen past its edge (the LiDAR sits apart from the camera); the nearest return
+    is right far more often. On the synthetic validation drives, in the rows the LiDAR covers,
+    this fill alone is 0.98 m RMSE against 1.59 m for the averaging pyramid."""
+    inv = torch.relu(mask * (1.01 - sparse))
+    inv = torch.maximum(torch.maximum(_dilate(inv, 3, 3), _dilate(inv, 5, 1)), _dilate(inv, 1, 5))
+    inv = -_dilate(-_dilate(inv, 5, 5), 5, 5)
+    inv = torch.maximum(inv, (inv <= 0).float() * _dilate(inv, 7, 7))
+    has = (inv > 0).float()
+    num, den = _binomial5(inv), _binomial5(has)
+    inv = has * num / den.clamp_min(1e-6)
+    return has * (1.01 - inv), has
+
+
 class Student(nn.Module):
     """Depth completion / mono student; see the module docstring for the contract."""
 
@@ -283,6 +332,11 @@ class Student(nn.Module):
         sparse_feats = []
         if cfg.sparse_fill:
             fill, has, level = sparse_fill(sparse, mask)
+            if cfg.fill == "nearest":  # nearest-return fill where it reaches, else the pyramid
+                near, near_has = nearest_fill(sparse, mask)
+                fill = fill + near_has * (near - fill)
+                has = torch.maximum(has, near_has)
+                level = level * (1.0 - near_has)
             sparse_in = torch.cat([sparse, mask, fill, level], dim=1)
         else:
             sparse_in = torch.cat([sparse, mask], dim=1)

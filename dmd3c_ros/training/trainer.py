@@ -293,9 +293,20 @@ def validation_frames(root, files, count: int, depth_scale: float):
     return frames
 
 
+def lidar_covered(sparse: np.ndarray) -> np.ndarray:
+    """(h, w) bool: the pixels at or below the top-most LiDAR return of their column, the region
+    where real benchmarks have ground truth (KITTI's is accumulated LiDAR); none in a column
+    without a return."""
+    has = sparse > 0
+    top = np.where(has.any(0), has.argmax(0), sparse.shape[0])
+    return np.arange(sparse.shape[0])[:, None] >= top[None, :]
+
+
 @torch.no_grad()
 def validate(student: nn.Module, frames, config: TrainConfig) -> dict:
-    """RMSE / MAE (metres) with 64 and 16 beams, AbsRel without LiDAR, on GT <= max_depth."""
+    """RMSE / MAE (metres) with 64 and 16 beams, AbsRel without LiDAR, on GT <= max_depth; and
+    with 64 beams on the LiDAR-covered part of the frame alone (``hdl64_covered_*``, see
+    :func:`lidar_covered`)."""
     was = student.training
     student.eval()
     sums = {}
@@ -314,6 +325,13 @@ def validate(student: nn.Module, frames, config: TrainConfig) -> dict:
                 sums.setdefault(f"{label}_mae_m", []).append(float(np.mean(np.abs(err))))
                 sums.setdefault(f"{label}_absrel", []).append(
                     float(np.mean(np.abs(err) / gt[valid])))
+                if beams == 64:
+                    covered = valid & lidar_covered(sp[0, 0].numpy())
+                    err = depth[covered] - gt[covered]
+                    sums.setdefault("hdl64_covered_rmse_m", []).append(
+                        float(np.sqrt(np.mean(err ** 2))) if err.size else float("nan"))
+                    sums.setdefault("hdl64_covered_mae_m", []).append(
+                        float(np.mean(np.abs(err))) if err.size else float("nan"))
     finally:
         student.train(was)
     return {k: float(np.mean(v)) for k, v in sums.items()}
