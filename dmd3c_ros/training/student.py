@@ -19,7 +19,7 @@ The hybrid bin head then gives
 - per-image bin centres: global average of the stride-32 features -> MLP -> softplus widths,
   normalised to sum to 1, centres = ``d_min + (1 - d_min) * (cumsum(widths) - widths / 2)``,
   strictly increasing in (0, 1) of ``depth_scale`` (AdaBins-like);
-- per-pixel bin probabilities at stride ``bin_stride`` (4 in the shipped ``tiny``, 2 before):
+- per-pixel bin probabilities at stride ``bin_stride`` (4 in ``tiny`` and the shipped ``tiny_v4``, 2 before):
   softmax over bins of a 1x1 convolution of the decoder features at that stride;
 - coarse depth = expectation of the centres under the probabilities, upsampled to full resolution;
 - with ``sparse_fill`` (default) the LiDAR is also densified inside the network
@@ -108,8 +108,11 @@ class StudentConfig:
 
 
 VARIANTS: dict[str, StudentConfig] = {
+    # The third shipped student's layout (averaging LiDAR fill).
     "tiny": StudentConfig(bin_stride=4),
-    # tiny with the nearest-return densification (nearest_fill) ahead of the averaging pyramid.
+    # The shipped student's layout (models/student.yaml): tiny with the nearest-return
+    # densification (nearest_fill) ahead of the averaging pyramid. Same tensors as tiny, so
+    # weights of either load into the other without error: name the variant they were trained as.
     "tiny_v4": StudentConfig(name="tiny_v4", bin_stride=4, fill="nearest"),
     # The second layout (refinement at stride 2, bins at stride 2).
     "tiny_v2": StudentConfig(name="tiny_v2"),
