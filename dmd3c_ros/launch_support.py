@@ -10,6 +10,9 @@ import os
 import yaml
 
 EXTRINSIC_PARAMETER = "lidar_to_camera"
+# The depth topic's sub-topics that a remapping of ``depth`` carries along (the node publishes
+# depth, depth/camera_info, depth/uncertainty, depth/points, depth/colorized).
+DEPTH_OUTPUTS = ("", "/camera_info", "/uncertainty", "/points", "/colorized")
 
 
 def parameter_overrides(texts: Mapping[str, str]) -> dict[str, object]:

@@ -16,7 +16,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from dmd3c_ros.launch_support import fastdds_profile_action, parameter_overrides
+from dmd3c_ros.launch_support import DEPTH_OUTPUTS, fastdds_profile_action, parameter_overrides
 
 PACKAGE = "dmd3c_ros"
 # Launch arguments that override node parameters: name -> description ("" keeps the YAML value).
@@ -34,7 +34,6 @@ PARAMETER_ARGUMENTS = {
 # Topic remappings: launch argument -> the node's relative topic.
 TOPIC_ARGUMENTS = {"image": "image", "camera_info": "camera_info", "points": "points",
                    "depth": "depth"}
-DEPTH_OUTPUTS = ("", "/camera_info", "/uncertainty", "/points", "/colorized")
 
 
 def _node(context):

@@ -19,8 +19,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from dmd3c_ros.launch_support import (camera_remappings, fastdds_profile_action,
-                                      parameter_overrides)
+from dmd3c_ros.launch_support import (DEPTH_OUTPUTS, camera_remappings,
+                                      fastdds_profile_action, parameter_overrides)
 
 PACKAGE = "dmd3c_ros"
 NODE = "surround_node"
@@ -41,7 +41,6 @@ PARAMETER_ARGUMENTS = {
 # Per-camera topic patterns: launch argument -> the node's relative topic under <camera>/.
 CAMERA_TOPIC_ARGUMENTS = {"image_topic": "image", "camera_info_topic": "camera_info",
                           "depth_topic": "depth"}
-DEPTH_OUTPUTS = ("", "/camera_info", "/uncertainty", "/points", "/colorized")
 
 
 def _node(context):

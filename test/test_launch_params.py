@@ -11,7 +11,7 @@ import yaml
 from rcl_interfaces.msg import ParameterType
 
 from dmd3c_ros.core.config import CompletionConfig, SurroundConfig
-from dmd3c_ros.launch_support import camera_remappings, parameter_overrides
+from dmd3c_ros.launch_support import DEPTH_OUTPUTS, camera_remappings, parameter_overrides
 from dmd3c_ros.runtime.factory import resolve_spec_path
 from dmd3c_ros.runtime.spec import load_spec
 from dmd3c_ros.ros.params import (DESCRIPTIONS, DYNAMIC, SURROUND_DESCRIPTIONS, parameter_table,
@@ -188,7 +188,7 @@ def test_launch_argument_strings_become_parameter_values():
 def test_camera_topics_follow_the_patterns():
     formats = dict(zip(launch_constant("CAMERA_TOPIC_ARGUMENTS", "surround.launch.py").values(),
                        ("/{camera}/image_rect", "", "/depth/{camera}")))
-    suffixes = {"depth": launch_constant("DEPTH_OUTPUTS", "surround.launch.py")}
+    suffixes = {"depth": DEPTH_OUTPUTS}
     remaps = camera_remappings(["CAM_A", "CAM_B"], formats, suffixes)
     assert ("CAM_A/image", "/CAM_A/image_rect") in remaps
     assert ("CAM_B/depth/camera_info", "/depth/CAM_B/camera_info") in remaps
