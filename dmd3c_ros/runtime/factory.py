@@ -153,5 +153,15 @@ def create_backend(name: str = "auto", spec: ModelSpec | str | None = None,
         options = _accepted(resolved, options)
     maker = globals()[f"_make_{resolved}"]  # looked up at call time so tests can patch it
     backend = maker(spec, precision, engine_cache_dir, **options)
+    if resolved in NETWORK_BACKENDS and spec.mono_model is not None:
+        # A LiDAR-only model (the residual student) with a camera-only model for frames
+        # without LiDAR: the same backend kind and options for both.
+        from dmd3c_ros.runtime.mono_fallback import MonoFallbackBackend
+        mono_spec = load_spec(spec.mono_model)
+        if mono_spec.mono_model is not None:
+            raise ModelSpecError(f"{spec.mono_model}: a mono model cannot name a mono model")
+        mono_options = {k: v for k, v in options.items() if k != "module"}
+        backend = MonoFallbackBackend(
+            backend, maker(mono_spec, precision, engine_cache_dir, **mono_options))
     LOG.info("created backend %s", backend)
     return backend

@@ -3,9 +3,14 @@
 Pre-processing (per frame, through :class:`~dmd3c_ros.core.input_transform.InputTransform`):
     rgb (H, W, 3) uint8 -> crop/resize -> (rgb - mean) / std      -> (N, 3, h, w) float32
     sparse (H, W) metres -> crop/z-buffer scatter -> / depth_scale -> (N, 1, h, w) float32
+    classical (models whose spec names ``inputs.classical``): the network-size sparse map ->
+        ``core.classical.complete_classical`` (pivot = the spec's maximum depth) -> / depth_scale,
+        0 = no value -> (N, 1, h, w) float32. This is the residual student's pre-step, the same
+        for every runtime (its median blur has no standard ONNX operator).
 Post-processing:
     depth (N, 1, h, w) or (N, h, w) network units -> * depth_scale (metres) -> non-finite to NaN ->
-    clip to depth_range -> restore to (H, W) with NaN outside the crop box.
+    clip to depth_range -> restore to (H, W) with NaN outside the crop box. For a model with a
+    classical input, a depth <= 0 (no classical value there) is NaN, not the range minimum.
     uncertainty likewise (std in metres, negatives -> 0, NaN where depth is NaN), never clipped
     to the depth range.
 """
@@ -19,6 +24,16 @@ import numpy as np
 from dmd3c_ros.core.input_transform import InputTransform
 from dmd3c_ros.runtime.base import Backend, BackendError, Prediction
 from dmd3c_ros.runtime.spec import ModelSpec
+
+
+def classical_units(sparse: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """The classical input of a residual model: (h, w) sparse metres at the network's size ->
+    (h, w) float32 classical completion / depth_scale, 0 = no value."""
+    from dmd3c_ros.core.classical import complete_classical
+    filled = complete_classical(sparse, max_depth=float(spec.depth_range[1]))
+    filled = np.nan_to_num(filled, nan=0.0)
+    filled *= np.float32(1.0) / np.float32(spec.depth_scale)  # metres -> network units
+    return filled
 
 
 class NetworkIO:
@@ -49,6 +64,8 @@ class NetworkIO:
         count = len(rgbs)
         rgb_batch = np.empty((count, 3, h, w), dtype=np.float32)
         sparse_batch = np.empty((count, 1, h, w), dtype=np.float32)
+        classical_batch = (np.empty((count, 1, h, w), dtype=np.float32)
+                           if self.spec.classical_input else None)
         transforms = []
         for index, (rgb, sparse) in enumerate(zip(rgbs, sparses)):
             transform = self.transform(rgb.shape[1], rgb.shape[0])
@@ -60,9 +77,13 @@ class NetworkIO:
                 plane -= self._mean[channel]
                 plane *= self._inv_std[channel]
             # metres -> network units: the network sees depth / depth_scale.
-            np.multiply(transform.apply_sparse(sparse), self._inv_scale,
-                        out=sparse_batch[index, 0])
+            small_sparse = transform.apply_sparse(sparse)
+            np.multiply(small_sparse, self._inv_scale, out=sparse_batch[index, 0])
+            if classical_batch is not None:
+                classical_batch[index, 0] = classical_units(small_sparse, self.spec)
         feeds = {self.spec.rgb_input: rgb_batch, self.spec.sparse_input: sparse_batch}
+        if classical_batch is not None:
+            feeds[self.spec.classical_input] = classical_batch
         return feeds, transforms
 
     def _maps(self, outputs: dict[str, np.ndarray], name: str, count: int) -> np.ndarray:
@@ -88,6 +109,8 @@ class NetworkIO:
         # network units -> metres (new arrays, then changed in place).
         depth = self._maps(outputs, spec.depth_output, count) * np.float32(spec.depth_scale)
         depth[np.isinf(depth)] = np.nan
+        if spec.classical_input:  # 0 where the classical pre-step had no value: no depth
+            depth[depth <= 0] = np.nan
         np.clip(depth, low, high, out=depth)  # NaN stays NaN
         sigma = None
         if spec.uncertainty_output and uncertainty:

@@ -99,16 +99,17 @@ class OnnxRuntimeBackend(NetworkBackend):
         outputs = {o.name for o in self.session.get_outputs()}
         wanted_out = [spec.depth_output] + ([spec.uncertainty_output]
                                             if spec.uncertainty_output else [])
-        missing = ([n for n in (spec.rgb_input, spec.sparse_input) if n not in inputs]
+        wanted_in = [name for name, _ in spec.inputs]
+        missing = ([n for n in wanted_in if n not in inputs]
                    + [n for n in wanted_out if n not in outputs])
         if missing:
             raise BackendError(f"{spec.onnx} lacks the tensors {missing} named in its spec "
                                f"(inputs {sorted(inputs)}, outputs {sorted(outputs)})")
-        extra = sorted(set(inputs) - {spec.rgb_input, spec.sparse_input})
+        extra = sorted(set(inputs) - set(wanted_in))
         if extra:
             raise BackendError(f"{spec.onnx} has inputs {extra} the spec does not describe")
         h, w = spec.input_size
-        for name, channels in ((spec.rgb_input, 3), (spec.sparse_input, 1)):
+        for name, channels in spec.inputs:
             shape = inputs[name].shape
             expected = (None, channels, h, w)
             if len(shape) != 4 or any(isinstance(s, int) and e is not None and s != e

@@ -11,6 +11,9 @@ Example (``models/student.yaml``; paths are relative to the YAML file)::
     inputs:                   # ONNX input tensor names, both NCHW float32
       rgb: rgb                # (N, 3, h, w): (rgb_0_255 - mean) / std, RGB order
       sparse: sparse          # (N, 1, h, w): sparse_metres / depth_scale, 0 = no value
+      classical: classical    # optional, (N, 1, h, w): the classical completion of that sparse
+                              # map (pivot = depth_range max) / depth_scale, 0 = no value; made
+                              # by the runtime (NetworkIO), never by the caller
     outputs:
       depth: depth            # (N, 1, h, w): depth_metres / depth_scale
       uncertainty: sigma      # optional, (N, 1, h, w): std_metres / depth_scale
@@ -20,6 +23,7 @@ Example (``models/student.yaml``; paths are relative to the YAML file)::
     depth_scale: 80.0         # metres per network unit (inputs divided by it, outputs multiplied)
     depth_range: [0.5, 80.0]  # metres; network outputs are clipped to it
     supports_mono: true       # the network accepts an all-zero sparse input (no LiDAR)
+    mono_model: other.yaml    # optional: the model that frames without LiDAR run instead
     torch:                    # optional: how to rebuild the module in PyTorch (no pickle)
       factory: dmd3c_ros.training.student:build_student
       kwargs: {channels: 32}
@@ -75,6 +79,8 @@ class ModelSpec:
     units: str = "metres"
     torch: TorchSpec | None = None
     path: Path | None = None     # the YAML file this spec was loaded from or saved to
+    classical_input: str | None = None   # the input fed the classical completion, if any
+    mono_model: Path | None = None       # spec YAML run for frames without LiDAR, if any
 
     def __post_init__(self) -> None:
         where = str(self.path) if self.path else self.name
@@ -95,6 +101,15 @@ class ModelSpec:
     def input_wh(self) -> tuple[int, int]:
         """(width, height) of the network input, the OpenCV order InputTransform takes."""
         return self.input_size[1], self.input_size[0]
+
+    @property
+    def inputs(self) -> list[tuple[str, int]]:
+        """(ONNX input name, channels) in the network's positional order: rgb, sparse and, for
+        a residual model, classical."""
+        names = [(self.rgb_input, 3), (self.sparse_input, 1)]
+        if self.classical_input:
+            names.append((self.classical_input, 1))
+        return names
 
     @classmethod
     def load(cls, path, *, verify: bool = True) -> "ModelSpec":
@@ -139,7 +154,8 @@ class ModelSpec:
             "name": self.name, "onnx": rel(self.onnx), "sha256": self.sha256,
             "opset": int(self.opset), "units": "metres",
             "input_size": [int(v) for v in self.input_size],
-            "inputs": {"rgb": self.rgb_input, "sparse": self.sparse_input},
+            "inputs": {"rgb": self.rgb_input, "sparse": self.sparse_input,
+                       **({"classical": self.classical_input} if self.classical_input else {})},
             "outputs": outputs,
             "rgb_normalization": {"mean": [float(v) for v in self.rgb_mean],
                                   "std": [float(v) for v in self.rgb_std]},
@@ -147,6 +163,8 @@ class ModelSpec:
             "depth_range": [float(v) for v in self.depth_range],
             "supports_mono": bool(self.supports_mono),
         }
+        if self.mono_model is not None:
+            data["mono_model"] = rel(self.mono_model)
         if self.torch is not None:
             data["torch"] = {"factory": self.torch.factory, "kwargs": dict(self.torch.kwargs)}
             if self.torch.weights is not None:
@@ -204,6 +222,9 @@ def _from_dict(data: dict, path: Path) -> ModelSpec:
             units=str(_require(data, "units", path)),
             torch=torch_spec,
             path=path,
+            classical_input=(str(inputs["classical"]) if inputs.get("classical") else None),
+            mono_model=((base / str(data["mono_model"])).resolve() if data.get("mono_model")
+                        else None),
         )
     except (TypeError, ValueError) as error:
         if isinstance(error, ModelSpecError):
@@ -221,7 +242,8 @@ def write_spec(path, *, name: str, onnx, input_size, depth_scale: float, depth_r
                rgb_std=(58.395, 57.12, 57.375), opset: int = 17, rgb_input: str = "rgb",
                sparse_input: str = "sparse", depth_output: str = "depth",
                uncertainty_output: str | None = None, torch_factory: str | None = None,
-               torch_kwargs: dict | None = None, torch_weights=None) -> ModelSpec:
+               torch_kwargs: dict | None = None, torch_weights=None,
+               classical_input: str | None = None, mono_model=None) -> ModelSpec:
     """Write a spec YAML for an existing ONNX file (its sha256 computed here) and return it.
 
     ``onnx`` and ``torch_weights`` are paths (absolute, or relative to the current directory);
@@ -243,5 +265,7 @@ def write_spec(path, *, name: str, onnx, input_size, depth_scale: float, depth_r
                      depth_range=tuple(float(v) for v in depth_range),
                      supports_mono=bool(supports_mono), opset=int(opset), rgb_input=rgb_input,
                      sparse_input=sparse_input, depth_output=depth_output,
-                     uncertainty_output=uncertainty_output, torch=torch_spec)
+                     uncertainty_output=uncertainty_output, torch=torch_spec,
+                     classical_input=classical_input,
+                     mono_model=Path(mono_model).expanduser().resolve() if mono_model else None)
     return spec.save(path)

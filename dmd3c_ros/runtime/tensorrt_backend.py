@@ -336,8 +336,7 @@ class TensorRTBackend(NetworkBackend):
         self.precision = precision
         self.tensorrt_version = trt.__version__
         h, w = spec.input_size
-        self._shapes = {spec.rgb_input: (max_batch, 3, h, w),
-                        spec.sparse_input: (max_batch, 1, h, w)}
+        self._shapes = {name: (max_batch, channels, h, w) for name, channels in spec.inputs}
         self.key = engine_key(onnx_sha256, trt.__version__, self.gpu, precision, self._shapes)
         self.engine_path = self.cache_dir / f"{self.key}.engine"
         self.timing_cache_path = (timing_cache_path(self.cache_dir, trt.__version__, self.gpu)
@@ -500,7 +499,7 @@ class TensorRTBackend(NetworkBackend):
         self._inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self._outputs = [spec.depth_output] + ([spec.uncertainty_output]
                                                if spec.uncertainty_output else [])
-        missing = [n for n in self._outputs + [spec.rgb_input, spec.sparse_input]
+        missing = [n for n in self._outputs + [name for name, _ in spec.inputs]
                    if n not in names]
         if missing:
             raise BackendError(f"engine {self.engine_path} lacks the tensors {missing} named in "

@@ -1,6 +1,6 @@
 """PyTorch backend: runs the student as an nn.Module (eager, CPU by default).
 
-The module's ``forward(rgb, sparse)`` takes the NCHW float32 tensors described by the spec
+The module's ``forward(rgb, sparse[, classical])`` takes the NCHW float32 tensors described by the spec
 (positional, in that order) and returns the depth tensor, or a tuple whose first item is depth and
 second item is the uncertainty when the spec names one: the same order as the ONNX outputs it is
 exported with. The module comes either directly (``module=``) or from the spec's ``torch`` section:
@@ -85,11 +85,10 @@ class TorchBackend(NetworkBackend):
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch, spec = self._torch, self.spec
-        rgb = torch.from_numpy(feeds[spec.rgb_input]).to(self.device)
-        sparse = torch.from_numpy(feeds[spec.sparse_input]).to(self.device)
+        tensors = [torch.from_numpy(feeds[name]).to(self.device) for name, _ in spec.inputs]
         try:
             with torch.inference_mode():
-                result = self.module(rgb, sparse)
+                result = self.module(*tensors)
         except Exception as error:
             raise BackendError(f"torch model '{spec.name}' failed: {error}") from error
         results = list(result) if isinstance(result, (tuple, list)) else [result]

@@ -20,6 +20,7 @@ must stay within :data:`PARITY_RTOL`, else :class:`ExportParityError` and nothin
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -28,13 +29,15 @@ import torch
 import yaml
 
 from dmd3c_ros.core.io import sha256_file
-from dmd3c_ros.training.student import build_student, count_parameters
+from dmd3c_ros.training.student import count_parameters
 from dmd3c_ros.training.synthetic import RGB_MEAN, RGB_STD  # what the trainer normalises with
 
 OPSET = 17
 INPUT_NAMES = ("rgb", "sparse")
+RESIDUAL_INPUT = "classical"           # the residual student's third input (training/residual.py)
 OUTPUT_NAMES = ("depth", "uncertainty")
 FACTORY = "dmd3c_ros.training.student:build_student"
+RESIDUAL_FACTORY = "dmd3c_ros.training.residual:build_residual_student"
 PARITY_RTOL = 1e-3                     # largest |ONNX Runtime - PyTorch| / |PyTorch| allowed
 LIDAR_SHARE = 0.05                     # share of pixels with a value in the LiDAR-like input
 
@@ -49,6 +52,23 @@ def _check_size(input_size) -> tuple[int, int]:
         raise ValueError(f"input size must be positive multiples of 32 (height, width), got "
                          f"{height}x{width}")
     return height, width
+
+
+def input_names(model: torch.nn.Module) -> tuple[str, ...]:
+    """The ONNX input names of a student, in ``forward``'s order."""
+    return INPUT_NAMES + ((RESIDUAL_INPUT,) if getattr(model, "needs_classical", False) else ())
+
+
+def residual_input(sparse: np.ndarray, depth_scale: float) -> np.ndarray:
+    """The classical input of the residual student for a (N,1,h,w) sparse input in network
+    units: the runtime's pre-step (:func:`core.classical.complete_classical` per frame), in
+    network units, 0 = no value. ``depth_scale`` is the model's maximum depth in units (1.0)."""
+    from dmd3c_ros.core.classical import complete_classical
+    out = np.zeros_like(sparse)
+    for index in range(sparse.shape[0]):
+        filled = complete_classical(sparse[index, 0] * depth_scale, max_depth=depth_scale)
+        out[index, 0] = np.nan_to_num(filled, nan=0.0) / depth_scale
+    return out
 
 
 def sample_inputs(input_size, *, lidar: bool = True, seed: int = 0,
@@ -78,13 +98,15 @@ def export_onnx(model: torch.nn.Module, path, input_size, *, opset: int = OPSET)
     height, width = _check_size(input_size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    args = (torch.zeros(1, 3, height, width), torch.zeros(1, 1, height, width))
+    names = input_names(model)
+    args = (torch.zeros(1, 3, height, width),) + tuple(
+        torch.zeros(1, 1, height, width) for _ in names[1:])
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but still exact
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, args, str(path), input_names=list(INPUT_NAMES),
+        torch.onnx.export(model, args, str(path), input_names=list(names),
                           output_names=list(OUTPUT_NAMES), opset_version=int(opset),
                           dynamo=False,
-                          dynamic_axes={n: {0: "batch"} for n in INPUT_NAMES + OUTPUT_NAMES})
+                          dynamic_axes={n: {0: "batch"} for n in names + OUTPUT_NAMES})
     try:
         import onnx
     except ImportError:
@@ -106,14 +128,19 @@ def ort_session(path, *, threads: int | None = None):
 def parity_check(model: torch.nn.Module, onnx_path, input_size, depth_scale: float, *,
                  seed: int = 0, threads: int | None = None) -> dict:
     """Largest |ONNX Runtime - PyTorch| difference of depth and uncertainty, in metres
-    (network units x ``depth_scale``), on one LiDAR-like and one all-zero (mono) input."""
+    (network units x ``depth_scale``), on one LiDAR-like and one all-zero (mono) input (the
+    LiDAR-like one alone for the residual student, which needs LiDAR; its classical input is
+    the runtime's pre-step of that sparse input)."""
     session = ort_session(onnx_path, threads=threads)
+    names = input_names(model)
+    residual = len(names) > len(INPUT_NAMES)
     figures = {}
-    for case, lidar in (("lidar", True), ("mono", False)):
+    for case, lidar in (("lidar", True),) + ((("mono", False),) if not residual else ()):
         rgb, sparse = sample_inputs(input_size, lidar=lidar, seed=seed)
+        feeds = [rgb, sparse] + ([residual_input(sparse, 1.0)] if residual else [])
         with torch.no_grad():
-            expected = [t.numpy() for t in model(torch.from_numpy(rgb), torch.from_numpy(sparse))]
-        got = session.run(list(OUTPUT_NAMES), {"rgb": rgb, "sparse": sparse})
+            expected = [t.numpy() for t in model(*[torch.from_numpy(f) for f in feeds])]
+        got = session.run(list(OUTPUT_NAMES), dict(zip(names, feeds)))
         for name, e, g in zip(OUTPUT_NAMES, expected, got):
             if g.shape != e.shape:
                 raise ExportParityError(f"{onnx_path}: ONNX output {name} is {g.shape}, "
@@ -132,9 +159,18 @@ def parity_check(model: torch.nn.Module, onnx_path, input_size, depth_scale: flo
     return figures
 
 
+def trained_range(weights) -> tuple[float, float]:
+    """(depth_scale, max_depth) metres a checkpoint was trained with (80, 80 when it does not
+    say: the first students')."""
+    from dmd3c_ros.training.trainer import load_student_weights
+    _, meta = load_student_weights(weights)
+    config = json.loads(meta["config"]) if meta.get("config") else {}
+    return float(config.get("depth_scale", 80.0)), float(config.get("max_depth", 80.0))
+
+
 def _load_state(weights, variant: str | None, depth_scale: float):
     """(student module with the weights, variant) from a ``model.*`` safetensors file."""
-    from dmd3c_ros.training.trainer import load_student_weights
+    from dmd3c_ros.training.trainer import build_model, load_student_weights
     weights = Path(weights)
     if not weights.is_file():
         raise FileNotFoundError(f"weights file {weights} does not exist")
@@ -147,7 +183,7 @@ def _load_state(weights, variant: str | None, depth_scale: float):
     if trained is not None and float(trained) != float(depth_scale):
         raise ValueError(f"{weights}: trained with depth_scale {trained}, exporting with "
                          f"{depth_scale}: the spec would scale depths wrongly")
-    model = build_student(chosen)
+    model = build_model(chosen)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -168,8 +204,8 @@ def _load_state(weights, variant: str | None, depth_scale: float):
 
 
 def export_student(weights, out_dir, name: str, *, variant: str | None = None,
-                   input_size=(352, 1216), depth_scale: float = 80.0,
-                   depth_range=(0.5, 80.0), opset: int = OPSET) -> dict:
+                   input_size=(352, 1216), depth_scale: float | None = None,
+                   depth_range=None, opset: int = OPSET, mono_model=None) -> dict:
     """Export trained student weights as ONNX + spec YAML + safetensors and check parity.
 
     Args:
@@ -178,9 +214,13 @@ def export_student(weights, out_dir, name: str, *, variant: str | None = None,
         name: model name (file stem and the spec's ``name``).
         variant: student variant; None = the weights' metadata.
         input_size: (height, width) of the network input, pixels, multiples of 32.
-        depth_scale: metres per network unit (must match training's when the file records it).
-        depth_range: (min, max) metres the runtime clips outputs to.
+        depth_scale: metres per network unit (must match training's when the file records it);
+            None = training's.
+        depth_range: (min, max) metres the runtime clips outputs to; None = (0.5, training's
+            max_depth).
         opset: ONNX opset.
+        mono_model: for a residual student (LiDAR only), the spec YAML that frames without
+            LiDAR run instead (``mono_model`` in the spec; stored relative to ``out_dir``).
     Returns:
         dict of the written paths, the ONNX sha256, variant, parameter count, input size and the
         parity figures (``parity_check``).
@@ -190,6 +230,11 @@ def export_student(weights, out_dir, name: str, *, variant: str | None = None,
     """
     from safetensors.torch import save_file
     height, width = _check_size(input_size)
+    if depth_scale is None or depth_range is None:
+        trained_scale, trained_max = trained_range(weights) if Path(weights).is_file() else (
+            80.0, 80.0)
+        depth_scale = trained_scale if depth_scale is None else depth_scale
+        depth_range = (0.5, trained_max) if depth_range is None else depth_range
     low, high = (float(v) for v in depth_range)
     if not depth_scale > 0 or not 0 <= low < high:
         raise ValueError(f"depth_scale must be > 0 and depth_range 0 <= min < max metres, got "
@@ -216,14 +261,17 @@ def export_student(weights, out_dir, name: str, *, variant: str | None = None,
     spec = {
         "name": name, "onnx": onnx_path.name, "sha256": sha256, "opset": int(opset),
         "units": "metres", "input_size": [height, width],
-        "inputs": {"rgb": INPUT_NAMES[0], "sparse": INPUT_NAMES[1]},
+        "inputs": dict(zip(("rgb", "sparse", "classical"), input_names(model))),
         "outputs": {"depth": OUTPUT_NAMES[0], "uncertainty": OUTPUT_NAMES[1]},
         "rgb_normalization": {"mean": list(RGB_MEAN), "std": list(RGB_STD)},
         "depth_scale": float(depth_scale), "depth_range": [low, high],
-        "supports_mono": True,
-        "torch": {"factory": FACTORY, "kwargs": {"variant": variant},
+        "supports_mono": not getattr(model, "needs_classical", False),
+        "torch": {"factory": RESIDUAL_FACTORY if getattr(model, "needs_classical", False)
+                  else FACTORY, "kwargs": {"variant": variant},
                   "weights": weights_path.name},
     }
+    if mono_model is not None:
+        spec["mono_model"] = os.path.relpath(Path(mono_model).resolve(), out.resolve())
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return {"spec": str(spec_path.resolve()), "onnx": str(onnx_path.resolve()),
             "weights": str(weights_path.resolve()), "sha256": sha256, "variant": variant,

@@ -1,0 +1,201 @@
+"""The residual student: a bounded, learnt correction of the classical completion.
+
+Contract (see :mod:`dmd3c_ros.runtime.spec`, ``inputs.classical``):
+``forward(rgb, sparse, classical) -> (depth, uncertainty)``
+
+- ``rgb``       (N, 3, h, w): normalised image, ``(rgb_0_255 - mean) / std``
+- ``sparse``    (N, 1, h, w): ``sparse_metres / depth_scale``, 0 = no value
+- ``classical`` (N, 1, h, w): the classical completion of that same sparse map
+  (:func:`dmd3c_ros.core.classical.complete_classical`, pivot = the spec's maximum depth) divided
+  by ``depth_scale``, 0 = no value. It is a pre-step shared by every runtime
+  (:class:`dmd3c_ros.runtime.network.NetworkIO` computes it), not part of the graph: its median
+  blur has no standard ONNX operator.
+- ``depth``       (N, 1, h, w): ``classical * exp(bound * tanh(r))``, in ``depth_scale`` units;
+  0 where ``classical`` is 0 (the runtime turns that into NaN)
+- ``uncertainty`` (N, 1, h, w): standard deviation, same units: ``depth * exp(clip(s, -6, 1))``
+
+``r`` and ``s`` come from one small encoder-decoder over the image and features of what the
+classical step knows (its log depth, the local spread of its depth, the LiDAR returns and their
+density near each pixel, and where a return disagrees with the classical answer at its own
+pixel). The convolution that outputs ``r`` starts at zero (weights and bias), so an untrained
+residual student returns the classical completion exactly; training can then only move it where
+the loss says the classical answer is wrong (edges, see-through returns, the far field).
+
+The network needs LiDAR (``supports_mono`` is false); the shipped spec names a camera-only model
+for frames without any (``mono_model``, see the runtime).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dmd3c_ros.training.student import SeparableBlock, _conv_bn_relu, _fuse_up, _stage
+
+FEATURES = 7  # full-resolution feature maps built from the classical and sparse inputs
+CONTEXT_FEATURES = 2  # more with ResidualConfig.context: the farthest / nearest return nearby
+CONTEXT_CELL = 4      # the context maps' pooling: 4x4 cells, then 7x7 cells (a 28-pixel window)
+
+
+@dataclass(frozen=True)
+class ResidualConfig:
+    """Sizes of a residual student; ``widths`` per encoder stage at strides 2, 4, 8, 16, 32."""
+
+    name: str = "residual"
+    widths: tuple[int, ...] = (16, 32, 48, 80, 128)
+    blocks: tuple[int, ...] = (0, 1, 1, 2, 2)
+    decoder_widths: tuple[int, ...] = (80, 48, 32, 16)   # at strides 16, 8, 4, 2
+    head_channels: int = 16
+    bound: float = 1.0            # log-space bound of the correction: a factor up to e
+    use_rgb: bool = True          # False: geometry only (the image input is accepted, unused)
+    context: bool = False         # add the farthest / nearest LiDAR return within 28 pixels
+    deadzone: float = 0.0         # log-space; in eval mode corrections shrink by it (below: 0)
+
+    def __post_init__(self):
+        if len(self.widths) != 5 or len(self.blocks) != 5 or len(self.decoder_widths) != 4:
+            raise ValueError("ResidualConfig needs 5 widths, 5 blocks and 4 decoder widths")
+        if not self.bound > 0:
+            raise ValueError("ResidualConfig.bound must be positive")
+
+
+RESIDUAL_VARIANTS = {
+    "residual": ResidualConfig(),
+    # The same network without the image: corrections from the LiDAR and classical maps alone.
+    "residual_geo": ResidualConfig(name="residual_geo", use_rgb=False),
+    # With the wide LiDAR context (a hole beside farther returns may be far itself).
+    "residual_ctx": ResidualConfig(name="residual_ctx", context=True),
+    "residual_geo_ctx": ResidualConfig(name="residual_geo_ctx", use_rgb=False, context=True),
+}
+
+
+def _minpool(x: torch.Tensor, k: int) -> torch.Tensor:
+    return -F.max_pool2d(-x, k, 1, k // 2)
+
+
+def _wide_max(x: torch.Tensor) -> torch.Tensor:
+    """The maximum over a 28x28-pixel neighbourhood, pooled in 4x4 cells (h, w multiples of 4)."""
+    cells = F.max_pool2d(F.max_pool2d(x, CONTEXT_CELL, CONTEXT_CELL), 7, 1, 3)
+    return F.interpolate(cells, scale_factor=float(CONTEXT_CELL), mode="nearest")
+
+
+def classical_features(sparse: torch.Tensor, classical: torch.Tensor,
+                       context: bool = False) -> torch.Tensor:
+    """(N, FEATURES (+ CONTEXT_FEATURES), h, w): what the classical step knows, per pixel (all
+    standard ONNX ops).
+
+    log classical depth (0 where none) and its mask; log LiDAR depth and its mask; the log ratio
+    of a return to the classical answer at its own pixel (a see-through return that the
+    nearest-wins morphology overrode shows here); the spread (max - min) of the classical log
+    depth in a 7x7 window (a depth edge); the share of LiDAR pixels in a 9x9 window (how far the
+    nearest return is). With ``context``: how much farther the farthest, and nearer the nearest,
+    return within about 28 pixels is than the classical answer (log ratios, 0-3): the
+    nearest-wins fill of a far hole beside a near object is too near."""
+    cmask = (classical > 0).float()
+    smask = (sparse > 0).float()
+    log_c = cmask * torch.log(classical.clamp_min(1e-4))
+    log_s = smask * torch.log(sparse.clamp_min(1e-4))
+    ratio = smask * (log_s - log_c)
+    # Pixels without a classical value must not widen the spread: fill them with the window's
+    # own values by taking the spread over log_c + a large offset where missing, masked after.
+    far = log_c + (1.0 - cmask) * 20.0
+    near = log_c - (1.0 - cmask) * 20.0
+    spread = cmask * (F.max_pool2d(near, 7, 1, 3) - _minpool(far, 7)).clamp(0.0, 5.0)
+    density = F.avg_pool2d(smask, 9, 1, 4, count_include_pad=False)
+    maps = [log_c * 0.5, cmask, log_s * 0.5, smask, ratio, spread, density * 4.0]
+    if context:
+        farthest = _wide_max(log_s - (1.0 - smask) * 20.0)
+        nearest = -_wide_max(-log_s - (1.0 - smask) * 20.0)
+        maps += [cmask * (farthest - log_c).clamp(0.0, 3.0),
+                 cmask * (log_c - nearest).clamp(0.0, 3.0)]
+    return torch.cat(maps, 1)
+
+
+class ResidualStudent(nn.Module):
+    """See the module docstring."""
+
+    needs_classical = True
+    supports_mono = False
+
+    def __init__(self, config: ResidualConfig | None = None):
+        super().__init__()
+        cfg = config or ResidualConfig()
+        self.config = cfg
+        w = cfg.widths
+        cin = FEATURES + (CONTEXT_FEATURES if cfg.context else 0) + (3 if cfg.use_rgb else 0)
+        self.stem = nn.Sequential(_conv_bn_relu(cin, w[0], 3, 2),
+                                  *[SeparableBlock(w[0], w[0]) for _ in range(cfg.blocks[0])])
+        self.stages = nn.ModuleList(_stage(w[i - 1], w[i], cfg.blocks[i], 2) for i in range(1, 5))
+        dec_in = [w[-1]] + list(cfg.decoder_widths[:-1])
+        skips = list(reversed(w[:-1]))
+        self.fuse = nn.ModuleList(_conv_bn_relu(dec_in[i] + skips[i], cfg.decoder_widths[i], 1)
+                                  for i in range(4))
+        self._fuse_low = tuple(dec_in)
+        self.dec_blocks = nn.ModuleList(SeparableBlock(c, c) for c in cfg.decoder_widths)
+        hc = cfg.head_channels
+        # Full resolution in through a 2x2 stride-2 convolution (space-to-depth + 1x1), summed
+        # with the stride-2 decoder features, out through a 2x2 stride-2 transposed convolution.
+        self.head_in = nn.Conv2d(cin, hc, 2, 2)
+        self.head_feat = nn.Conv2d(cfg.decoder_widths[-1], hc, 1, bias=False)
+        self.head = nn.Sequential(nn.ReLU(inplace=True),
+                                  nn.Conv2d(hc, hc, 3, 1, 1, groups=hc, bias=False),
+                                  nn.BatchNorm2d(hc), nn.ReLU(inplace=True))
+        self.out = nn.ConvTranspose2d(hc, 2, 2, 2)   # channel 0: correction r, 1: log sigma
+        with torch.no_grad():  # identity start: r == 0 whatever the input
+            self.out.weight[:, 0].zero_()
+            self.out.bias[0].zero_()
+            self.out.bias[1].fill_(-3.0)           # sigma starts at 5 % of depth
+
+    def _run(self, rgb, sparse, classical):
+        if not (torch.jit.is_tracing() or torch.jit.is_scripting()):
+            h, w = rgb.shape[-2:]
+            if h % 32 or w % 32:
+                raise ValueError(f"ResidualStudent input size {h}x{w} is not a multiple of 32")
+        features = classical_features(sparse, classical, self.config.context)
+        x_in = torch.cat([rgb, features], 1) if self.config.use_rgb else features
+        skips = []
+        x = self.stem(x_in)
+        skips.append(x)
+        for stage in self.stages:
+            x = stage(x)
+            skips.append(x)
+        if not self.config.use_rgb:
+            # Keeps the unused image an input of the exported graph (the contract is the same
+            # for every student) at the cost of one multiply on the stride-32 map.
+            x = x + 0.0 * rgb[:, :1, :1, :1]
+            skips[-1] = x
+        for fuse, block, skip, c in zip(self.fuse, self.dec_blocks, reversed(skips[:-1]),
+                                        self._fuse_low):
+            x = block(_fuse_up(fuse, x, skip, c))
+        features = x                                                   # stride 2
+        out = self.out(self.head(self.head_in(x_in) + self.head_feat(features)))
+        correction = self.config.bound * torch.tanh(out[:, :1])
+        dz = self.config.deadzone
+        if dz > 0 and not self.training:
+            # Soft threshold, as Relu and Sub only: corrections within +-dz become 0, larger ones
+            # shrink by dz. Training sees none of it (the gradient at 0 would vanish).
+            correction = F.relu(correction - dz) - F.relu(-correction - dz)
+        depth = classical * torch.exp(correction)
+        uncertainty = depth * torch.exp(out[:, 1:2].clamp(-6.0, 1.0))
+        return depth, uncertainty, correction, features
+
+    def forward(self, rgb: torch.Tensor, sparse: torch.Tensor, classical: torch.Tensor):
+        """(N,3,h,w), (N,1,h,w), (N,1,h,w) -> depth, uncertainty (N,1,h,w), depth_scale units."""
+        depth, uncertainty = self._run(rgb, sparse, classical)[:2]
+        return depth, uncertainty
+
+    def forward_with_aux(self, rgb, sparse, classical) -> dict[str, torch.Tensor]:
+        """For training. Keys: ``depth``, ``uncertainty``, ``correction`` (N,1,h,w; log-space,
+        bounded), ``features`` (N,C,h/2,w/2), the last decoder features."""
+        keys = ("depth", "uncertainty", "correction", "features")
+        return dict(zip(keys, self._run(rgb, sparse, classical)))
+
+
+def build_residual_student(variant: str = "residual", **overrides) -> ResidualStudent:
+    """Factory for model specs (``dmd3c_ros.training.residual:build_residual_student``)."""
+    if variant not in RESIDUAL_VARIANTS:
+        raise ValueError(f"unknown residual variant {variant!r}; choose from "
+                         f"{sorted(RESIDUAL_VARIANTS)}")
+    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return ResidualStudent(replace(RESIDUAL_VARIANTS[variant], **fixed))

@@ -1,0 +1,165 @@
+"""The residual student (training/residual.py): identity start, range, gradients, export parity,
+the runtime's classical pre-step, and the camera-only fallback its spec names."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from dmd3c_ros.core.classical import complete_classical  # noqa: E402
+from dmd3c_ros.runtime.classical_backend import ClassicalBackend  # noqa: E402
+from dmd3c_ros.runtime.factory import create_backend  # noqa: E402
+from dmd3c_ros.runtime.mono_fallback import MonoFallbackBackend  # noqa: E402
+from dmd3c_ros.runtime.spec import load_spec  # noqa: E402
+from dmd3c_ros.training.export import export_student, residual_input, sample_inputs  # noqa: E402
+from dmd3c_ros.training.residual import build_residual_student, classical_features  # noqa: E402
+from dmd3c_ros.training.student import build_student  # noqa: E402
+
+SIZE = (64, 128)
+SCALE = 120.0   # metres per network unit, the residual student's range end
+
+
+def _inputs(seed=0, batch=2):
+    rgb, sparse = sample_inputs(SIZE, seed=seed, batch=batch)
+    return (torch.from_numpy(rgb), torch.from_numpy(sparse),
+            torch.from_numpy(residual_input(sparse, 1.0)))
+
+
+def _perturb(model, seed=0):
+    """Weights as after training: the zero-initialised correction is no longer zero."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.out.weight.add_(0.2 * torch.randn(model.out.weight.shape, generator=generator))
+        model.out.bias.add_(0.1)
+        model.train()
+        for s in range(2):  # batch-norm statistics of real inputs
+            model(*_inputs(s))
+    return model.eval()
+
+
+def test_untrained_student_returns_the_classical_completion_exactly():
+    model = build_residual_student().eval()
+    rgb, sparse, classical = _inputs()
+    with torch.no_grad():
+        depth, sigma = model(rgb, sparse, classical)
+    assert torch.equal(depth, classical)     # bit for bit, every pixel, every frame
+    assert (sigma > 0).all() and torch.isfinite(sigma).all()
+
+
+def test_untrained_student_through_the_runtime_equals_the_classical_backend(tmp_path):
+    path = _export_untrained(tmp_path)
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8)  # network size: no resize
+    sparse = np.where(rng.random(SIZE) < 0.06, rng.uniform(1, 110, SIZE), 0).astype(np.float32)
+    expected = ClassicalBackend(max_depth=SCALE).infer(rgb, sparse).depth
+    for name in ("onnxruntime", "torch"):
+        got = create_backend(name, path).infer(rgb, sparse).depth
+        in_range = np.isfinite(expected) & (expected >= 0.5)   # the spec clips to 0.5-120 m
+        np.testing.assert_allclose(got[in_range], expected[in_range], rtol=1e-6)
+        assert np.array_equal(np.isnan(got), np.isnan(expected))
+
+
+def test_correction_is_bounded_and_range_reaches_120_m():
+    model = _perturb(build_residual_student())
+    rgb, sparse, classical = _inputs(1)
+    with torch.no_grad():
+        out = model.forward_with_aux(rgb, sparse, classical)
+    bound = model.config.bound
+    assert out["correction"].abs().max() <= bound
+    ratio = out["depth"][classical > 0] / classical[classical > 0]
+    assert ratio.min() >= np.exp(-bound) - 1e-6 and ratio.max() <= np.exp(bound) + 1e-6
+    assert not torch.equal(out["depth"], classical)       # trained weights do correct
+    assert (out["depth"][classical == 0] == 0).all()       # no classical value, no depth
+    # 110 m in, more than the old 80 m range out: nothing caps the network below 120 m.
+    far = torch.full_like(classical, 110.0 / SCALE)
+    with torch.no_grad():
+        model.out.bias[0] = 5.0                           # push towards the upper bound
+        depth = model(rgb, sparse, far)[0] * SCALE
+    assert depth.max() > 120.0
+
+
+def test_forward_backward_reaches_every_parameter():
+    model = _perturb(build_residual_student()).train()
+    out = model.forward_with_aux(*_inputs(2))
+    loss = out["depth"].abs().mean() + out["uncertainty"].mean() + out["features"].mean()
+    loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def test_features_are_finite_and_see_disagreeing_returns():
+    sparse = torch.zeros(1, 1, 32, 32)
+    sparse[0, 0, 10, 10] = 0.5                      # a return behind a nearer classical answer
+    classical = torch.full_like(sparse, 0.1)
+    features = classical_features(sparse, classical)
+    assert torch.isfinite(features).all() and features.shape[1] == 7
+    assert features[0, 4, 10, 10] == pytest.approx(float(np.log(5.0)))   # log ratio at the return
+    assert features[0, 4].abs().sum() == features[0, 4, 10, 10].abs()     # nowhere else
+
+
+def _export_untrained(tmp_path, mono_model=None):
+    from safetensors.torch import save_file
+    model = build_residual_student()
+    weights = tmp_path / "residual.safetensors"
+    save_file({f"model.{k}": v.contiguous() for k, v in model.state_dict().items()},
+              str(weights), metadata={"variant": "residual"})
+    return export_student(weights, tmp_path, "residual", input_size=SIZE, depth_scale=SCALE,
+                          depth_range=(0.5, SCALE), mono_model=mono_model)["spec"]
+
+
+def test_export_parity_and_spec_of_the_new_graph(tmp_path):
+    from safetensors.torch import save_file
+    model = _perturb(build_residual_student())
+    weights = tmp_path / "trained.safetensors"
+    save_file({f"model.{k}": v.contiguous() for k, v in model.state_dict().items()},
+              str(weights), metadata={"variant": "residual"})
+    result = export_student(weights, tmp_path, "r", input_size=SIZE, depth_scale=SCALE,
+                            depth_range=(0.5, SCALE))
+    assert result["parity"]["max_rel_err"] <= 1e-3 and "mono" not in result["parity"]
+    spec = load_spec(result["spec"])
+    assert spec.classical_input == "classical" and not spec.supports_mono
+    assert [name for name, _ in spec.inputs] == ["rgb", "sparse", "classical"]
+    assert spec.depth_range == (0.5, SCALE) and spec.depth_scale == SCALE
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (50, 90, 3), dtype=np.uint8)      # resized by the runtime
+    sparse = np.where(rng.random((50, 90)) < 0.06, rng.uniform(2, 90, (50, 90)), 0)
+    a = create_backend("onnxruntime", spec).infer(rgb, sparse.astype(np.float32))
+    b = create_backend("torch", spec).infer(rgb, sparse.astype(np.float32))
+    np.testing.assert_allclose(a.depth, b.depth, rtol=1e-3)
+    with pytest.raises(Exception, match="needs LiDAR"):
+        create_backend("onnxruntime", spec).infer(rgb, None)
+
+
+def test_classical_pre_step_is_the_core_function():
+    sparse = np.zeros((2, 1, 32, 64), np.float32)
+    sparse[:, :, 20:, ::5] = 0.25
+    got = residual_input(sparse, 1.0)
+    expected = np.nan_to_num(complete_classical(sparse[0, 0] * 1.0, max_depth=1.0), nan=0.0)
+    np.testing.assert_array_equal(got[0, 0], expected)
+
+
+def test_mono_model_runs_frames_without_lidar(tmp_path):
+    from safetensors.torch import save_file
+    mono_dir = tmp_path / "mono"
+    mono_dir.mkdir()
+    tiny = build_student("tiny").eval()
+    tiny_weights = mono_dir / "tiny.safetensors"
+    save_file({f"model.{k}": v.contiguous() for k, v in tiny.state_dict().items()},
+              str(tiny_weights), metadata={"variant": "tiny"})
+    mono_spec = export_student(tiny_weights, mono_dir, "mono", input_size=SIZE)["spec"]
+    spec = _export_untrained(tmp_path, mono_model=mono_spec)
+    backend = create_backend("onnxruntime", spec)
+    assert isinstance(backend, MonoFallbackBackend) and backend.supports_mono
+    assert backend.spec.classical_input == "classical"          # the primary's spec
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8)
+    sparse = np.where(rng.random(SIZE) < 0.06, rng.uniform(1, 60, SIZE), 0).astype(np.float32)
+    alone_mono = create_backend("onnxruntime", mono_spec).infer(rgb, None).depth
+    alone_lidar = ClassicalBackend(max_depth=SCALE).infer(rgb, sparse).depth
+    got = backend.infer_batch([rgb, rgb, rgb], [None, sparse, np.zeros(SIZE, np.float32)])
+    np.testing.assert_allclose(got[0].depth, alone_mono, rtol=1e-6)
+    np.testing.assert_allclose(got[2].depth, alone_mono, rtol=1e-6)
+    ok = np.isfinite(alone_lidar) & (alone_lidar >= 0.5)
+    np.testing.assert_allclose(got[1].depth[ok], alone_lidar[ok], rtol=1e-6)
+    assert set(backend.last_timings_ms) >= {"preprocess", "inference", "postprocess"}
