@@ -315,7 +315,11 @@ def _run_train(args) -> int:
         term, _, value = item.partition("=")
         config.weights = {**config.weights, term: float(value)}
     config.check()
-    result = train(config, resume=args.resume)
+    real = None
+    if config.real_val or config.select == "real":
+        from .evaluation.real_frames import RealValidation
+        real = RealValidation.from_shared(config.depth_scale, config.max_depth)
+    result = train(config, resume=args.resume, extra_validation=real)
     if result:
         print(json.dumps(result, indent=1))
     return 0
@@ -335,6 +339,8 @@ def _add_export(subparsers) -> None:
     p.add_argument("--variant", help="student variant (default: the checkpoint's metadata)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=(352, 1216),
                    help="network input height and width, multiples of 32 (default 352 1216)")
+    p.add_argument("--mono-model", help="for a residual student (LiDAR only): the model spec "
+                                        "YAML that frames without LiDAR run instead")
     p.set_defaults(func=_run_export)
 
 
@@ -345,7 +351,7 @@ def _run_export(args) -> int:
         raise ValueError(f"--out must name the ONNX file to write (e.g. models/NAME.onnx), got "
                          f"{args.out}")
     result = export_student(args.checkpoint, out.parent, out.stem, variant=args.variant,
-                            input_size=tuple(args.input_size))
+                            input_size=tuple(args.input_size), mono_model=args.mono_model)
     print(json.dumps(result, indent=1))
     return 0
 

@@ -175,11 +175,18 @@ def open_bag(bag, *, image_topics, camera_info_topics=None, points_topic=None, g
 
 def open_kitti(root, *, points: bool, raw_root=None) -> list[tuple[str, object]]:
     """(camera name, loader) for a KITTI folder: the sample layout (folders of frames with
-    image_02.png; camera 2) or the official depth-completion layout (cameras 2 and 3)."""
+    image_02.png; camera 2), the object-benchmark layout (folders with image_2.png, calib.txt
+    and velodyne.bin, or <split>/image_2/; camera 2, no depth ground truth: use --lidar-split)
+    or the official depth-completion layout (cameras 2 and 3)."""
     from dmd3c_ros.training.data import KittiDepthCompletion, KittiFrameFolders, LayoutError
+    from dmd3c_ros.training.data.kitti_frames import KittiObjectFrames
     root = Path(root)
     if not root.is_dir():
         raise LayoutError(f"{root}: no such folder (KITTI-format folder)")
+    if (root / "image_2.png").is_file() or (root / "image_2").is_dir() or any(
+            (p / "image_2.png").is_file() or (p / "image_2").is_dir()
+            for p in root.iterdir() if p.is_dir()):
+        return [("image_2", KittiObjectFrames(root, stereo=False))]
     if (root / "image_02.png").is_file() or any((p / "image_02.png").is_file()
                                                  for p in root.iterdir() if p.is_dir()):
         return [("image_02", KittiFrameFolders(root, cameras=(2,), stereo=False, points=points))]

@@ -180,6 +180,37 @@ def keep_beams(sparse: np.ndarray, ring: np.ndarray, beams: int) -> np.ndarray:
     return np.where(keep, sparse, 0.0).astype(np.float32)
 
 
+def lidar_dropout(sparse: np.ndarray, rng: np.random.Generator, max_share: float,
+                  max_blobs: int) -> np.ndarray:
+    """A new sparse map with returns lost as a real sensor loses them: a random share (up to
+    ``max_share``) of single returns, and up to ``max_blobs`` elliptic patches (dark, wet or
+    mirror-like surfaces that return nothing) of 10-80 pixels across."""
+    out = np.array(sparse, dtype=np.float32)
+    if max_share > 0:
+        out[rng.random(out.shape) < rng.uniform(0.0, max_share)] = 0.0
+    h, w = out.shape
+    for _ in range(int(rng.integers(0, max_blobs + 1)) if max_blobs > 0 else 0):
+        mask = np.zeros((h, w), np.uint8)
+        centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        axes = (int(rng.integers(5, 40)), int(rng.integers(3, 20)))
+        cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        out[mask > 0] = 0.0
+    return out
+
+
+def range_dropout(sparse: np.ndarray, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A new sparse map that has lost far returns as a real LiDAR does: the weaker echo of a far
+    (and more so of a dark) surface falls below the detection threshold. A return at depth d
+    is lost with probability ``clip((d - start) / span, 0, 1) * (0.5 + 0.5 * darkness)``, with
+    ``start`` 30-70 m and ``span`` 20-60 m drawn per sample and darkness = 1 - grey / 255 of
+    the pixel. Rendered sweeps return from every surface up to the sensor's range, so without
+    this the network never sees a far surface that the LiDAR missed beside nearer returns."""
+    start, span = rng.uniform(30.0, 70.0), rng.uniform(20.0, 60.0)
+    darkness = 1.0 - np.asarray(rgb, np.float32).mean(axis=2) / 255.0
+    p = np.clip((sparse - start) / span, 0.0, 1.0) * (0.5 + 0.5 * darkness)
+    return np.where(rng.random(sparse.shape) < p, 0.0, sparse).astype(np.float32)
+
+
 def normalise_rgb(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8/float 0-255 -> (3, H, W) float32 with the ImageNet mean and std."""
     x = (np.asarray(rgb, np.float32) - np.float32(RGB_MEAN)) / np.float32(RGB_STD)
@@ -224,6 +255,11 @@ class CropSampler:
     depth_scale: float = 80.0
     seed: int = 0
     jitter: bool = True
+    classical: bool = False          # add "classical": the classical completion of the input
+    classical_max_depth: float = 120.0   # metres, its inversion pivot (the model's range)
+    point_dropout: float = 0.0       # drop up to this share of the returns (uniform per sample)
+    blob_dropout: int = 0            # and up to this many blobs of returns (dark / wet surfaces)
+    range_dropout: float = 0.0       # share of samples that lose far returns (range_dropout())
 
     def __post_init__(self):
         if self.stage not in ("pretrain", "finetune"):
@@ -256,11 +292,22 @@ class CropSampler:
             target, sparse, ring = data["depth"], data["sparse"], data["ring"]
         beams = int(rng.choice(self._beams, p=self._probs))
         sparse = keep_beams(sparse[crop], ring[crop], beams)
+        if beams and (self.point_dropout or self.blob_dropout):
+            sparse = lidar_dropout(sparse, rng, self.point_dropout, self.blob_dropout)
+        if beams and self.range_dropout and rng.random() < self.range_dropout:
+            sparse = range_dropout(sparse, rgb, rng)
         out = {"rgb": photometric_jitter(rgb, rng) if self.jitter else rgb.astype(np.float32),
                "sparse": sparse, "target": target[crop], "teacher": data["teacher"][crop]}
         if rng.random() < 0.5:
             out = {k: v[:, ::-1] for k, v in out.items()}
-        return {"rgb": normalise_rgb(out["rgb"]),
+        extra = {}
+        if self.classical:
+            from dmd3c_ros.core.classical import complete_classical
+            filled = complete_classical(np.ascontiguousarray(out["sparse"]),
+                                        max_depth=self.classical_max_depth)
+            extra["classical"] = (np.nan_to_num(filled, nan=0.0)
+                                  / self.depth_scale)[None].astype(np.float32)
+        return {**extra, "rgb": normalise_rgb(out["rgb"]),
                 "sparse": (out["sparse"] / self.depth_scale)[None].astype(np.float32),
                 "target": (out["target"] / self.depth_scale)[None].astype(np.float32),
                 "teacher": np.ascontiguousarray(out["teacher"][None], np.float32),

@@ -10,8 +10,9 @@ One YAML file configures a run (see ``config/train/*.yaml``; every key is a fiel
 - ``last.safetensors``: model, loss modules and AdamW state plus the step and config as metadata
   (safetensors only, no pickle); a run restarted with ``--resume`` continues from it exactly
   (the random crops depend on (seed, step, rank, slot) only, the learning rate on the step);
-- ``best.safetensors``: the student weights with the lowest validation RMSE (synthetic validation
-  drives, never the real samples of ../shared/data);
+- ``best.safetensors``: the student weights with the lowest validation figure: the synthetic
+  validation drives' HDL-64 RMSE, or with ``select: real`` the real validation frames' RMSE
+  relative to the classical completion's (chosen on, never trained on);
 - ``tensorboard/``: scalars (every loss term, learning rate, validation metrics, speed);
 - ``history.jsonl``: the validation figures, one JSON line per validation.
 
@@ -34,12 +35,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from dmd3c_ros.training import losses as L
+from dmd3c_ros.training.residual import RESIDUAL_VARIANTS, build_residual_student
 from dmd3c_ros.training.student import build_student
 from dmd3c_ros.training.synthetic import CropSampler, keep_beams, load_index, normalise_rgb, \
     split_files
 
 STAGES = ("pretrain", "finetune")
-TERMS = ("depth", "grad", "nll", "ssi", "bins", "feature", "focal", "uwd")
+# The validation figure that picks best.safetensors, per TrainConfig.select.
+SELECT_KEYS = {"synthetic": "hdl64_rmse_m", "real": "real_rmse_ratio"}
+TERMS = ("depth", "log", "grad", "nll", "ssi", "bins", "feature", "focal", "uwd")
 DISTILLATION_TERMS = ("ssi", "bins", "feature", "focal", "uwd")
 
 
@@ -63,6 +67,13 @@ class TrainConfig:
     threads: int = 0              # torch intra-op threads per process; 0 = torch's default
     depth_scale: float = 80.0     # metres per network unit (as in the model spec)
     max_depth: float = 80.0       # ground truth beyond it is not supervised
+    point_dropout: float = 0.0    # LiDAR augmentation: drop up to this share of the returns
+    blob_dropout: int = 0         # ... and up to this many patches of them (CropSampler)
+    range_dropout: float = 0.0    # share of crops that lose far / dark returns (CropSampler)
+    real_val: bool = True         # also validate on the real frames of ../shared/data
+    select: str = "synthetic"     # best checkpoint by: "synthetic" (hdl64_rmse_m) or "real"
+    ema: float = 0.0              # > 0: validate and keep an exponential moving average of
+                                  # the weights (decay per step), not the raw weights
     beam_probs: dict = field(default_factory=lambda: {64: 0.45, 32: 0.15, 16: 0.15, 8: 0.1,
                                                       0: 0.15})
     weights: dict = field(default_factory=dict)   # term -> weight; missing terms are off
@@ -102,6 +113,8 @@ class TrainConfig:
                                             if t != "ssi"):
             raise ValueError("pretrain supervises with the teacher's depth directly; the "
                              "distillation terms (bins, feature, focal, uwd) are for finetune")
+        if self.select not in ("synthetic", "real"):
+            raise ValueError(f"select must be 'synthetic' or 'real', got {self.select!r}")
         if self.crop[0] % 32 or self.crop[1] % 32:
             raise ValueError(f"crop {self.crop} must be multiples of 32")
 
@@ -138,7 +151,7 @@ class Objective(nn.Module):
     """The weighted loss terms of a stage (network units unless a loss says metres).
 
     depth: L1 + 0.2 x L2 to the target in metres (+ 0.5 x L1 of the bin expectation before
-    refinement); grad: multi-scale gradient matching to the target (metres); nll: Laplacian NLL of the uncertainty head
+    refinement); log: L1 of log depth (relative error); grad: multi-scale gradient matching to the target (metres); nll: Laplacian NLL of the uncertainty head
     (depth detached); ssi: scale-and-shift-invariant loss of the student's inverse depth to the
     teacher's relative inverse depth; bins: KL of the student's bin probabilities to the teacher
     (aligned to the metric target by least squares in inverse depth) soft-assigned to the
@@ -180,8 +193,14 @@ class Objective(nn.Module):
         terms = {}
         scale = cfg.depth_scale
         d_m, t_m = depth * scale, target * scale
-        terms["depth"] = (self.l1(d_m, t_m, valid) + 0.2 * self.l2(d_m, t_m, valid)
-                          + 0.5 * self.l1(out["coarse_depth"] * scale, t_m, valid))
+        terms["depth"] = self.l1(d_m, t_m, valid) + 0.2 * self.l2(d_m, t_m, valid)
+        if "coarse_depth" in out:  # the bin expectation before refinement (Student only)
+            terms["depth"] = terms["depth"] + 0.5 * self.l1(out["coarse_depth"] * scale, t_m,
+                                                            valid)
+        if w["log"]:  # relative error: a near pixel counts as much as a far one
+            positive = valid & (depth > 0)
+            terms["log"] = self.l1(torch.log(depth.clamp_min(1e-6)),
+                                   torch.log(target.clamp_min(1e-6)), positive)
         if w["grad"]:
             terms["grad"] = self.grad(d_m, t_m, valid)
         if w["nll"]:
@@ -189,7 +208,7 @@ class Objective(nn.Module):
         teacher = normalise_relative(batch["teacher"])
         if w["ssi"]:
             inv = 1.0 / (depth * cfg.depth_scale).clamp_min(1e-3)
-            terms["ssi"] = self.ssi(inv, teacher, torch.isfinite(teacher))
+            terms["ssi"] = self.ssi(inv, teacher, torch.isfinite(teacher) & (depth > 0))
         if any(w[t] for t in ("bins", "focal", "uwd")):
             t_depth, t_valid = self.aligned_teacher(teacher, target, valid)
             if w["bins"]:
@@ -217,19 +236,84 @@ class TrainModule(nn.Module):
         self.student, self.objective = student, objective
 
     def forward(self, batch: dict):
-        out = self.student.forward_with_aux(batch["rgb"], batch["sparse"])
+        extra = (batch["classical"],) if "classical" in batch else ()
+        out = self.student.forward_with_aux(batch["rgb"], batch["sparse"], *extra)
         return self.objective(out, batch)
+
+
+def build_model(variant: str) -> nn.Module:
+    """A student (:mod:`training.student`) or residual student (:mod:`training.residual`)."""
+    if variant in RESIDUAL_VARIANTS:
+        return build_residual_student(variant)
+    return build_student(variant)
+
+
+def widened_inputs(state: dict, own: dict) -> dict:
+    """Tensors of ``state`` whose input channels (dim 1) grew in ``own`` (new input features):
+    copied into the first channels, the new channels zero, so the network computes what it did
+    before and can learn to use the new inputs."""
+    out = {}
+    for key, value in state.items():
+        target = own.get(key)
+        if (target is None or value.ndim < 2 or target.shape == value.shape
+                or target.shape[0] != value.shape[0] or target.shape[2:] != value.shape[2:]
+                or target.shape[1] <= value.shape[1]):
+            continue
+        grown = torch.zeros_like(target)
+        grown[:, :value.shape[1]] = value
+        out[key] = grown
+    return out
+
+
+def _classical_tensor(sparse_units: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """(1,1,h,w) classical completion of a (1,1,h,w) sparse map, both in network units."""
+    from dmd3c_ros.core.classical import complete_classical
+    metres = sparse_units[0, 0].numpy() * config.depth_scale
+    filled = np.nan_to_num(complete_classical(metres, max_depth=config.max_depth), nan=0.0)
+    return torch.from_numpy(filled / config.depth_scale).float()[None, None]
 
 
 # ---- checkpoints (safetensors, no pickle) -------------------------------------------------
 
+class WeightAverage:
+    """Exponential moving average of a student's weights and of its batch-norm statistics (the
+    float buffers; averaged weights with the current statistics were measured to be far worse):
+    the averaged network changes slowly, so checkpoints chosen on a few real frames are less a
+    matter of which step happened to be validated."""
+
+    def __init__(self, student: nn.Module, decay: float) -> None:
+        import copy
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema decay must lie in (0, 1), got {decay}")
+        self.decay = float(decay)
+        self.model = copy.deepcopy(student).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, student: nn.Module) -> None:
+        for mine, theirs in zip(self.model.parameters(), student.parameters()):
+            mine.mul_(self.decay).add_(theirs.detach(), alpha=1.0 - self.decay)
+        for mine, theirs in zip(self.model.buffers(), student.buffers()):
+            if mine.is_floating_point():
+                mine.mul_(self.decay).add_(theirs.detach(), alpha=1.0 - self.decay)
+            else:  # e.g. num_batches_tracked
+                mine.copy_(theirs)
+
+
 def save_checkpoint(path, module: TrainModule, optimizer: torch.optim.Optimizer | None,
-                    step: int, config: TrainConfig, extra: dict | None = None) -> None:
-    """Model (``model.*``), loss modules (``objective.*``) and AdamW state (``optim.*``) with the
-    step and config as metadata; with ``optimizer=None`` the student weights only."""
+                    step: int, config: TrainConfig, extra: dict | None = None, *,
+                    student: nn.Module | None = None, average: WeightAverage | None = None
+                    ) -> None:
+    """Model (``model.*``), loss modules (``objective.*``), AdamW state (``optim.*``) and the
+    weight average (``ema.*``) with the step and config as metadata; with ``optimizer=None``
+    the student weights only (``student``'s when given, e.g. the weight average's model)."""
     from safetensors.torch import save_file
     tensors = {f"model.{k}": v.detach().contiguous().clone()
-               for k, v in module.student.state_dict().items()}
+               for k, v in (student or module.student).state_dict().items()}
+    if average is not None:
+        tensors.update({f"ema.{k}": v.detach().contiguous().clone()
+                        for k, v in average.model.state_dict().items()})
     if optimizer is not None:
         tensors.update({f"objective.{k}": v.detach().contiguous().clone()
                         for k, v in module.objective.state_dict().items()})
@@ -254,13 +338,17 @@ def load_student_weights(path) -> tuple[dict, dict]:
     return state, meta
 
 
-def load_checkpoint(path, module: TrainModule, optimizer: torch.optim.Optimizer) -> int:
+def load_checkpoint(path, module: TrainModule, optimizer: torch.optim.Optimizer,
+                    average: WeightAverage | None = None) -> int:
     from safetensors import safe_open
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     module.student.load_state_dict({k[6:]: v for k, v in tensors.items()
                                     if k.startswith("model.")})
+    if average is not None:
+        ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        average.model.load_state_dict(ema or module.student.state_dict())
     module.objective.load_state_dict({k[10:]: v for k, v in tensors.items()
                                       if k.startswith("objective.")})
     state = optimizer.state_dict()
@@ -289,8 +377,30 @@ def validation_frames(root, files, count: int, depth_scale: float):
         crop = (slice(y0, y0 + VAL_SIZE[0]), slice(x0, x0 + VAL_SIZE[1]))
         frames.append({"rgb": torch.from_numpy(normalise_rgb(data["rgb"][crop]))[None],
                        "sparse": torch.from_numpy(data["sparse"][crop] / depth_scale)[None, None],
-                       "ring": data["ring"][crop], "gt": data["depth"][crop]})
+                       "ring": data["ring"][crop], "gt": data["depth"][crop],
+                       "teacher": data["teacher"][crop]})
     return frames
+
+
+def reference_errors(frame: dict, config: TrainConfig) -> dict:
+    """What the student is measured against on one validation frame, in metres (GT <=
+    max_depth): the classical completion of its HDL-64 sweep and the teacher aligned to the
+    ground truth (least squares in inverse depth, an oracle scale and shift)."""
+    from dmd3c_ros.core.classical import complete_classical
+    gt = frame["gt"]
+    valid = (gt > 0) & (gt <= config.max_depth)
+    sparse = frame["sparse"][0, 0].numpy() * config.depth_scale
+    classical = complete_classical(sparse, max_depth=config.max_depth)
+    classical = np.where(np.isfinite(classical), classical, 0.0)
+    x, y = frame["teacher"][valid].astype(np.float64), 1.0 / gt[valid].astype(np.float64)
+    scale, shift = np.polyfit(x, y, 1)
+    teacher = 1.0 / np.clip(scale * frame["teacher"] + shift, 1.0 / config.max_depth, None)
+    figures = {}
+    for name, depth in (("classical_hdl64", classical), ("teacher_aligned", teacher)):
+        err = depth[valid] - gt[valid]
+        figures[f"{name}_rmse_m"] = float(np.sqrt(np.mean(err ** 2)))
+        figures[f"{name}_mae_m"] = float(np.mean(np.abs(err)))
+    return figures
 
 
 def lidar_covered(sparse: np.ndarray) -> np.ndarray:
@@ -304,21 +414,29 @@ def lidar_covered(sparse: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def validate(student: nn.Module, frames, config: TrainConfig) -> dict:
-    """RMSE / MAE (metres) with 64 and 16 beams, AbsRel without LiDAR, on GT <= max_depth; and
-    with 64 beams on the LiDAR-covered part of the frame alone (``hdl64_covered_*``, see
-    :func:`lidar_covered`)."""
+    """RMSE / MAE (metres) with 64 and 16 beams, AbsRel without LiDAR (not for the residual
+    student, which needs LiDAR), on GT <= max_depth; with 64 beams on the LiDAR-covered part of
+    the frame alone (``hdl64_covered_*``, see :func:`lidar_covered`); and the references of
+    :func:`reference_errors` (``classical_hdl64_*``, ``teacher_aligned_*``)."""
     was = student.training
     student.eval()
     sums = {}
+    residual = getattr(student, "needs_classical", False)
+    runs = (("hdl64", 64), ("beams16", 16)) + ((("mono", 0),) if not residual else ())
     try:
         for frame in frames:
+            if "reference" not in frame:  # computed once per frame, reported every time
+                frame["reference"] = reference_errors(frame, config)
+            for key, value in frame["reference"].items():
+                sums.setdefault(key, []).append(value)
             gt = frame["gt"]
             valid = (gt > 0) & (gt <= config.max_depth)
             sparse64 = frame["sparse"]
-            for label, beams in (("hdl64", 64), ("beams16", 16), ("mono", 0)):
+            for label, beams in runs:
                 sp = sparse64 if beams == 64 else torch.from_numpy(keep_beams(
                     sparse64[0, 0].numpy(), frame["ring"], beams))[None, None]
-                depth = student(frame["rgb"], sp)[0][0, 0].numpy() * config.depth_scale
+                extra = (_classical_tensor(sp, config),) if residual else ()
+                depth = student(frame["rgb"], sp, *extra)[0][0, 0].numpy() * config.depth_scale
                 depth = np.clip(depth, 0.5, config.max_depth)
                 err = depth[valid] - gt[valid]
                 sums.setdefault(f"{label}_rmse_m", []).append(float(np.sqrt(np.mean(err ** 2))))
@@ -356,8 +474,12 @@ def _distributed() -> tuple[int, int]:
 
 
 def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None,
-          log=print) -> dict:
+          log=print, extra_validation=None) -> dict:
     """Run (or resume) one training run; returns the final figures (rank 0) or {} (others).
+
+    ``extra_validation``: called with the student at every validation, returns more figures
+    (``dmd3c train`` passes the real frames' figures, ``evaluation.real_frames``; with
+    ``config.select == "real"`` its ``real_rmse_ratio`` picks the best checkpoint).
 
     ``stop_after``: stop (with a checkpoint) once that many steps of the schedule are done, as an
     interrupted run would; ``resume`` then continues it."""
@@ -372,10 +494,14 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
     index = load_index(config.cache)
     if config.stage == "pretrain" and not index.get("stage1"):
         raise ValueError(f"{config.cache} was built without the stage-1 arrays")
+    student = build_model(config.variant)
     sampler = CropSampler(config.cache, split_files(index, "train"), config.stage,
                           crop=config.crop, beam_probs=config.beam_probs,
-                          depth_scale=config.depth_scale, seed=config.seed)
-    student = build_student(config.variant)
+                          depth_scale=config.depth_scale, seed=config.seed,
+                          classical=getattr(student, "needs_classical", False),
+                          classical_max_depth=config.max_depth,
+                          point_dropout=config.point_dropout, blob_dropout=config.blob_dropout,
+                          range_dropout=config.range_dropout)
     if config.init:
         state, _ = load_student_weights(config.init)
         if config.init_strict:
@@ -383,6 +509,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
         else:  # e.g. a new head on a trained encoder: keep what fits by name and shape
             own = student.state_dict()
             kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+            kept.update(widened_inputs(state, own))
             if not kept:
                 raise ValueError(f"init {config.init}: no tensor fits variant {config.variant}")
             student.load_state_dict(kept, strict=False)
@@ -392,12 +519,13 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
     module = TrainModule(student, Objective(config, student.config.decoder_widths[-1]))
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
+    average = WeightAverage(student, config.ema) if config.ema else None
     start = 0
     last = out / "last.safetensors"
     if resume:
         if not last.exists():
             raise FileNotFoundError(f"--resume: {last} does not exist")
-        start = load_checkpoint(last, module, optimizer)
+        start = load_checkpoint(last, module, optimizer, average)
         log(f"resumed {last} at step {start}")
     runner = module
     if world > 1:
@@ -405,16 +533,22 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
     val = []
     writer = None
     history = out / "history.jsonl"
-    best = {"hdl64_rmse_m": math.inf}
+    key = SELECT_KEYS[config.select]
+    best = {key: math.inf}
+    real = None
     if rank == 0:
         val = validation_frames(config.cache, split_files(index, "val"), config.val_frames,
                                 config.depth_scale)
+        real = extra_validation if (config.real_val or config.select == "real") else None
+        if real is None and config.select == "real":
+            raise ValueError("select: real needs the real-frame validation (dmd3c train passes "
+                             "it when ../shared/data is there)")
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out / "tensorboard"))
         if resume and history.exists():
             rows = [json.loads(x) for x in history.read_text().splitlines() if x.strip()]
             if rows:
-                best = min(rows, key=lambda r: r["hdl64_rmse_m"])
+                best = min(rows, key=lambda r: r.get(key, math.inf))
     bar = None
     if rank == 0 and config.progress:
         from tqdm import tqdm
@@ -435,6 +569,8 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
         optimizer.step()
+        if average is not None:
+            average.update(module.student)
         done += 1
         for k, v in {"total": float(loss.detach()), **terms}.items():
             running[k] = running.get(k, 0.0) + v
@@ -452,20 +588,23 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
             running = {}
         final = step + 1 == config.steps
         if (step + 1) % config.val_every == 0 or final:
-            figures = validate(module.student, val, config)
+            judged = average.model if average is not None else module.student
+            figures = validate(judged, val, config)
+            if real is not None:
+                figures.update(real(judged))
             figures["step"] = step + 1
             for k, v in figures.items():
                 if k != "step":
                     writer.add_scalar(f"val/{k}", v, step + 1)
             with history.open("a") as stream:
                 stream.write(json.dumps(figures) + "\n")
-            if figures["hdl64_rmse_m"] < best["hdl64_rmse_m"]:
+            if figures[key] < best.get(key, math.inf):
                 best = figures
                 save_checkpoint(out / "best.safetensors", module, None, step + 1, config,
-                                {"val": figures})
+                                {"val": figures}, student=judged)
             summary = figures
         if (step + 1) % config.checkpoint_every == 0 or final or step + 1 == end:
-            save_checkpoint(last, module, optimizer, step + 1, config)
+            save_checkpoint(last, module, optimizer, step + 1, config, average=average)
     if bar is not None:
         bar.close()
     if writer is not None:
