@@ -288,9 +288,13 @@ def _add_train(subparsers) -> None:
         "train", help="train the student (stage 1 pretrain or stage 2 finetune)",
         description="Train the student network from a YAML config (see config/train/). Several "
                     "processes: torchrun --nproc_per_node N -m dmd3c_ros.cli train ...")
-    p.add_argument("--stage", required=True, choices=("pretrain", "finetune"))
-    p.add_argument("--config", required=True, help="training config YAML")
+    p.add_argument("--stage", choices=("pretrain", "finetune"),
+                   help="the stage of --config (required with it)")
+    p.add_argument("--config", help="training config YAML")
+    p.add_argument("--recipe", help="a recipe YAML (config/train/recipe_*.yaml): cache, every "
+                                    "run in order and the export, each resumed where it stopped")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
+    p.add_argument("--device", help="torch device, e.g. cuda (default: the config's, cpu)")
     p.add_argument("--steps", type=int, help="override the config's steps")
     p.add_argument("--out", help="override the config's run folder")
     p.add_argument("--cache", help="override the config's synthetic cache folder")
@@ -303,9 +307,22 @@ def _add_train(subparsers) -> None:
 
 
 def _run_train(args) -> int:
+    if args.recipe:
+        if args.config or args.stage or args.steps or args.out or args.cache or args.init \
+                or args.weight:
+            raise ValueError("--recipe runs its own configs: give --recipe alone (with "
+                             "--device, --threads, --no-progress)")
+        from .recipe import run_recipe
+        result = run_recipe(args.recipe, device=args.device, threads=args.threads,
+                            progress=not args.no_progress)
+        print(json.dumps({"exports": result["exports"], "seconds": result["seconds"]},
+                         indent=1))
+        return 0
+    if not args.config or not args.stage:
+        raise ValueError("give --stage and --config (or --recipe)")
     from .training.trainer import TrainConfig, train
     config = TrainConfig.load(args.config, steps=args.steps, threads=args.threads,
-                              progress=False if args.no_progress else None)
+                              device=args.device, progress=False if args.no_progress else None)
     for key in ("out", "cache", "init"):  # command-line paths are relative to the cwd
         if getattr(args, key):
             setattr(config, key, str(Path(getattr(args, key)).resolve()))
@@ -341,6 +358,9 @@ def _add_export(subparsers) -> None:
                    help="network input height and width, multiples of 32 (default 352 1216)")
     p.add_argument("--mono-model", help="for a residual student (LiDAR only): the model spec "
                                         "YAML that frames without LiDAR run instead")
+    p.add_argument("--classical-resolution", choices=("image", "input"), default="image",
+                   help="residual student: classical pre-step at the camera's size (image, "
+                        "default) or the network input's (input: cheaper for big cameras)")
     p.set_defaults(func=_run_export)
 
 
@@ -351,7 +371,8 @@ def _run_export(args) -> int:
         raise ValueError(f"--out must name the ONNX file to write (e.g. models/NAME.onnx), got "
                          f"{args.out}")
     result = export_student(args.checkpoint, out.parent, out.stem, variant=args.variant,
-                            input_size=tuple(args.input_size), mono_model=args.mono_model)
+                            input_size=tuple(args.input_size), mono_model=args.mono_model,
+                            classical_resolution=args.classical_resolution)
     print(json.dumps(result, indent=1))
     return 0
 

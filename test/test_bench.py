@@ -138,6 +138,8 @@ def test_extra_models_get_their_own_label_and_missing_ones_are_skipped(tmp_path)
     data = yaml.safe_load(shipped.read_text())
     data["name"] = "student_copy"
     data["onnx"] = str(shipped.parent / data["onnx"])
+    if data.get("mono_model"):
+        data["mono_model"] = str(shipped.parent / data["mono_model"])
     data.pop("torch", None)
     copy = tmp_path / "copy.yaml"
     copy.write_text(yaml.safe_dump(data))

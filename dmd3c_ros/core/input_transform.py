@@ -126,6 +126,16 @@ class InputTransform:
         v = np.minimum(((rows + 0.5) * (h / ch)).astype(np.int64), h - 1)
         return zbuffer(v * w + u, depth, h, w)
 
+    def apply_dense(self, depth: np.ndarray) -> np.ndarray:
+        """(H, W) dense map in metres (0 = no value) -> new (h, w) float32 network-size map,
+        nearest-neighbour (values are never blended: a depth edge stays an edge)."""
+        depth = np.asarray(depth, dtype=np.float32)
+        self._check(depth, "depth")
+        if self.is_identity:
+            return depth.copy()
+        return cv2.resize(np.ascontiguousarray(self._cropped(depth)), self.input_size,
+                          interpolation=cv2.INTER_NEAREST)
+
     def apply_camera(self, camera: PinholeCamera) -> PinholeCamera:
         """The camera of the network input: ``camera`` cropped to the crop box, then resized."""
         if camera.size != self.image_size:

@@ -33,15 +33,18 @@ KITTI_OBJECT = "kitti_object/000000"
 SPLIT_FRACTION = 0.2
 
 
-def training_spec(student, depth_scale: float, max_depth: float) -> ModelSpec:
-    """An in-memory model spec for a module being trained (nothing exported, nothing hashed)."""
+def training_spec(student, depth_scale: float, max_depth: float,
+                  classical_resolution: str = "image") -> ModelSpec:
+    """An in-memory model spec for a module being trained (nothing exported, nothing hashed),
+    as ``dmd3c export`` writes it for the 352x1216 student."""
     residual = bool(getattr(student, "needs_classical", False))
     return ModelSpec(name="training", onnx=Path("unexported.onnx"), sha256="",
                      input_size=(352, 1216), rgb_mean=(123.675, 116.28, 103.53),
                      rgb_std=(58.395, 57.12, 57.375), depth_scale=float(depth_scale),
                      depth_range=(0.5, float(max_depth)),
                      supports_mono=not residual, uncertainty_output="uncertainty",
-                     classical_input="classical" if residual else None)
+                     classical_input="classical" if residual else None,
+                     classical_resolution=classical_resolution)
 
 
 class RealValidation:
@@ -93,8 +96,9 @@ class RealValidation:
     def __call__(self, student) -> dict:
         from dmd3c_ros.runtime.torch_backend import TorchBackend
         was = student.training
+        device = str(next(student.parameters()).device)  # stays where training runs it
         backend = TorchBackend(training_spec(student, self.depth_scale, self.max_depth),
-                               module=student)
+                               module=student, device=device)
         figures, ratios = {}, []
         try:
             for name, frame in self.frames.items():

@@ -5,8 +5,10 @@ Pre-processing (per frame, through :class:`~dmd3c_ros.core.input_transform.Input
     sparse (H, W) metres -> crop/z-buffer scatter -> / depth_scale -> (N, 1, h, w) float32
     classical (models whose spec names ``inputs.classical``): the network-size sparse map ->
         ``core.classical.complete_classical`` (pivot = the spec's maximum depth) -> / depth_scale,
-        0 = no value -> (N, 1, h, w) float32. This is the residual student's pre-step, the same
-        for every runtime (its median blur has no standard ONNX operator).
+        0 = no value -> (N, 1, h, w) float32 (``classical_resolution: image``: the completion
+        of the camera-size map, nearest-resized to the input; see :class:`ClassicalFrame`).
+        This is the residual student's pre-step, the same for every runtime (its median blur
+        has no standard ONNX operator).
 Post-processing:
     depth (N, 1, h, w) or (N, h, w) network units -> * depth_scale (metres) -> non-finite to NaN ->
     clip to depth_range -> restore to (H, W) with NaN outside the crop box. For a model with a
@@ -34,6 +36,24 @@ def classical_units(sparse: np.ndarray, spec: ModelSpec) -> np.ndarray:
     filled = np.nan_to_num(filled, nan=0.0)
     filled *= np.float32(1.0) / np.float32(spec.depth_scale)  # metres -> network units
     return filled
+
+
+class ClassicalFrame:
+    """The transform of one frame of a residual model with ``classical_resolution: image``:
+    maps are restored as the camera-size classical completion times the network's correction
+    (network map / network classical input, resized back), so that the correction is applied
+    at the camera's resolution and an untrained (identity) student is the classical completion
+    of the camera-size sparse map exactly."""
+
+    def __init__(self, transform: InputTransform, full: np.ndarray, small: np.ndarray) -> None:
+        self.transform = transform
+        self.full = full      # (H, W) float32 metres, NaN = no value
+        self.small = small    # (h, w) float32 metres, 0 = no value
+
+    def restore(self, values: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(self.small > 0, values / self.small, np.nan).astype(np.float32)
+        return self.full * self.transform.restore(ratio)
 
 
 class NetworkIO:
@@ -79,7 +99,13 @@ class NetworkIO:
             # metres -> network units: the network sees depth / depth_scale.
             small_sparse = transform.apply_sparse(sparse)
             np.multiply(small_sparse, self._inv_scale, out=sparse_batch[index, 0])
-            if classical_batch is not None:
+            if classical_batch is not None and self.spec.classical_resolution == "image":
+                from dmd3c_ros.core.classical import complete_classical
+                full = complete_classical(sparse, max_depth=float(self.spec.depth_range[1]))
+                small = transform.apply_dense(np.nan_to_num(full, nan=0.0))
+                np.multiply(small, self._inv_scale, out=classical_batch[index, 0])
+                transforms[-1] = ClassicalFrame(transform, full, small)
+            elif classical_batch is not None:
                 classical_batch[index, 0] = classical_units(small_sparse, self.spec)
         feeds = {self.spec.rgb_input: rgb_batch, self.spec.sparse_input: sparse_batch}
         if classical_batch is not None:
@@ -122,6 +148,8 @@ class NetworkIO:
         predictions = []
         for index, transform in enumerate(transforms):
             full_depth = transform.restore(depth[index])
+            if isinstance(transform, ClassicalFrame):
+                np.clip(full_depth, low, high, out=full_depth)  # NaN stays NaN
             full_sigma = None
             if sigma is not None:
                 full_sigma = transform.restore(sigma[index])

@@ -24,6 +24,10 @@ Example (``models/student.yaml``; paths are relative to the YAML file)::
     depth_range: [0.5, 80.0]  # metres; network outputs are clipped to it
     supports_mono: true       # the network accepts an all-zero sparse input (no LiDAR)
     mono_model: other.yaml    # optional: the model that frames without LiDAR run instead
+    classical_resolution: image  # with inputs.classical: "input" (default) = the classical
+                              # completion of the network-size sparse map; "image" = of the
+                              # camera-size map, resized to the input (nearest), and the output
+                              # is that full-size completion times the network's correction
     torch:                    # optional: how to rebuild the module in PyTorch (no pickle)
       factory: dmd3c_ros.training.student:build_student
       kwargs: {channels: 32}
@@ -81,6 +85,8 @@ class ModelSpec:
     path: Path | None = None     # the YAML file this spec was loaded from or saved to
     classical_input: str | None = None   # the input fed the classical completion, if any
     mono_model: Path | None = None       # spec YAML run for frames without LiDAR, if any
+    classical_resolution: str = "input"  # "input": classical at the network's size; "image"
+                                         # at the camera's, the correction applied there
 
     def __post_init__(self) -> None:
         where = str(self.path) if self.path else self.name
@@ -94,6 +100,9 @@ class ModelSpec:
                                  f"metres, got {list(self.depth_range)}")
         if any(s <= 0 for s in self.rgb_std) or len(self.rgb_std) != 3 or len(self.rgb_mean) != 3:
             raise ModelSpecError(f"{where}: rgb_normalization needs 3 means and 3 positive stds")
+        if self.classical_resolution not in ("input", "image"):
+            raise ModelSpecError(f"{where}: classical_resolution must be 'input' or 'image', "
+                                 f"got {self.classical_resolution!r}")
         if self.units not in ("metres", "meters"):
             raise ModelSpecError(f"{where}: units must be 'metres', got {self.units!r}")
 
@@ -165,6 +174,8 @@ class ModelSpec:
         }
         if self.mono_model is not None:
             data["mono_model"] = rel(self.mono_model)
+        if self.classical_input:
+            data["classical_resolution"] = self.classical_resolution
         if self.torch is not None:
             data["torch"] = {"factory": self.torch.factory, "kwargs": dict(self.torch.kwargs)}
             if self.torch.weights is not None:
@@ -225,6 +236,7 @@ def _from_dict(data: dict, path: Path) -> ModelSpec:
             classical_input=(str(inputs["classical"]) if inputs.get("classical") else None),
             mono_model=((base / str(data["mono_model"])).resolve() if data.get("mono_model")
                         else None),
+            classical_resolution=str(data.get("classical_resolution", "input")),
         )
     except (TypeError, ValueError) as error:
         if isinstance(error, ModelSpecError):

@@ -205,7 +205,8 @@ def _load_state(weights, variant: str | None, depth_scale: float):
 
 def export_student(weights, out_dir, name: str, *, variant: str | None = None,
                    input_size=(352, 1216), depth_scale: float | None = None,
-                   depth_range=None, opset: int = OPSET, mono_model=None) -> dict:
+                   depth_range=None, opset: int = OPSET, mono_model=None,
+                   classical_resolution: str = "image") -> dict:
     """Export trained student weights as ONNX + spec YAML + safetensors and check parity.
 
     Args:
@@ -221,6 +222,9 @@ def export_student(weights, out_dir, name: str, *, variant: str | None = None,
         opset: ONNX opset.
         mono_model: for a residual student (LiDAR only), the spec YAML that frames without
             LiDAR run instead (``mono_model`` in the spec; stored relative to ``out_dir``).
+        classical_resolution: for a residual student, where the runtime computes the classical
+            input: "image" (the camera's size; the correction is applied there) or "input"
+            (the network's size: cheaper for large cameras).
     Returns:
         dict of the written paths, the ONNX sha256, variant, parameter count, input size and the
         parity figures (``parity_check``).
@@ -272,6 +276,8 @@ def export_student(weights, out_dir, name: str, *, variant: str | None = None,
     }
     if mono_model is not None:
         spec["mono_model"] = os.path.relpath(Path(mono_model).resolve(), out.resolve())
+    if getattr(model, "needs_classical", False):
+        spec["classical_resolution"] = classical_resolution
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return {"spec": str(spec_path.resolve()), "onnx": str(onnx_path.resolve()),
             "weights": str(weights_path.resolve()), "sha256": sha256, "variant": variant,

@@ -65,6 +65,7 @@ class TrainConfig:
     warmup_steps: int = 100
     seed: int = 0
     threads: int = 0              # torch intra-op threads per process; 0 = torch's default
+    device: str = "cpu"           # torch device of the run: cpu, cuda, cuda:1 ...
     depth_scale: float = 80.0     # metres per network unit (as in the model spec)
     max_depth: float = 80.0       # ground truth beyond it is not supervised
     point_dropout: float = 0.0    # LiDAR augmentation: drop up to this share of the returns
@@ -131,8 +132,8 @@ def teacher_features(teacher: torch.Tensor, size) -> torch.Tensor:
     lo, hi = flat.amin(1).view(n, 1, 1, 1), flat.amax(1).view(n, 1, 1, 1)
     u = (teacher - lo) / (hi - lo).clamp_min(1e-6)
     u = F.interpolate(u, size=size, mode="bilinear", align_corners=False)
-    kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=u.dtype) / 8
-    lap = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=u.dtype) / 4
+    kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=u.dtype, device=u.device) / 8
+    lap = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=u.dtype, device=u.device) / 4
     kernels = torch.stack([kx, kx.t(), lap])[:, None]
     grads = F.conv2d(F.pad(u, (1, 1, 1, 1), mode="replicate"), kernels) * 10.0
     return torch.cat([u, grads], 1)
@@ -265,6 +266,19 @@ def widened_inputs(state: dict, own: dict) -> dict:
     return out
 
 
+def run_device(name: str) -> torch.device:
+    """The torch device of ``TrainConfig.device``; a clear error when it is not there."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"device {name!r}: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this torch has no CUDA device (torch "
+                         f"{torch.__version__}, CUDA build {torch.version.cuda}); use "
+                         "--device cpu, or install a CUDA build of torch on a GPU machine")
+    return device
+
+
 def _classical_tensor(sparse_units: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     """(1,1,h,w) classical completion of a (1,1,h,w) sparse map, both in network units."""
     from dmd3c_ros.core.classical import complete_classical
@@ -309,17 +323,18 @@ def save_checkpoint(path, module: TrainModule, optimizer: torch.optim.Optimizer 
     weight average (``ema.*``) with the step and config as metadata; with ``optimizer=None``
     the student weights only (``student``'s when given, e.g. the weight average's model)."""
     from safetensors.torch import save_file
-    tensors = {f"model.{k}": v.detach().contiguous().clone()
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone()
                for k, v in (student or module.student).state_dict().items()}
     if average is not None:
-        tensors.update({f"ema.{k}": v.detach().contiguous().clone()
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous().clone()
                         for k, v in average.model.state_dict().items()})
     if optimizer is not None:
-        tensors.update({f"objective.{k}": v.detach().contiguous().clone()
+        tensors.update({f"objective.{k}": v.detach().cpu().contiguous().clone()
                         for k, v in module.objective.state_dict().items()})
     for index, state in (optimizer.state_dict()["state"] if optimizer else {}).items():
         for key, value in state.items():
-            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().contiguous().clone()
+            tensors[f"optim.{index}.{key}"] = (torch.as_tensor(value).detach().cpu()
+                                               .contiguous().clone())
     meta = {"step": str(step), "config": config.to_json(), "stage": config.stage,
             "variant": config.variant, **{k: json.dumps(v) for k, v in (extra or {}).items()}}
     tmp = Path(str(path) + ".tmp")
@@ -436,7 +451,9 @@ def validate(student: nn.Module, frames, config: TrainConfig) -> dict:
                 sp = sparse64 if beams == 64 else torch.from_numpy(keep_beams(
                     sparse64[0, 0].numpy(), frame["ring"], beams))[None, None]
                 extra = (_classical_tensor(sp, config),) if residual else ()
-                depth = student(frame["rgb"], sp, *extra)[0][0, 0].numpy() * config.depth_scale
+                device = next(student.parameters()).device
+                inputs = [t.to(device) for t in (frame["rgb"], sp, *extra)]
+                depth = student(*inputs)[0][0, 0].cpu().numpy() * config.depth_scale
                 depth = np.clip(depth, 0.5, config.max_depth)
                 err = depth[valid] - gt[valid]
                 sums.setdefault(f"{label}_rmse_m", []).append(float(np.sqrt(np.mean(err ** 2))))
@@ -494,6 +511,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
     index = load_index(config.cache)
     if config.stage == "pretrain" and not index.get("stage1"):
         raise ValueError(f"{config.cache} was built without the stage-1 arrays")
+    device = run_device(config.device)
     student = build_model(config.variant)
     sampler = CropSampler(config.cache, split_files(index, "train"), config.stage,
                           crop=config.crop, beam_probs=config.beam_probs,
@@ -516,7 +534,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
             fresh = sorted(set(own) - set(kept))
             log(f"init {config.init}: {len(kept)} tensors loaded, {len(fresh)} start fresh: "
                 f"{', '.join(fresh)}")
-    module = TrainModule(student, Objective(config, student.config.decoder_widths[-1]))
+    module = TrainModule(student, Objective(config, student.config.decoder_widths[-1])).to(device)
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     average = WeightAverage(student, config.ema) if config.ema else None
@@ -563,7 +581,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
         for group in optimizer.param_groups:
             group["lr"] = lr
         keys = [(step, rank, slot) for slot in range(config.batch_size)]
-        batch = {k: torch.from_numpy(v) for k, v in sampler.batch(keys).items()}
+        batch = {k: torch.from_numpy(v).to(device) for k, v in sampler.batch(keys).items()}
         loss, terms = runner(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

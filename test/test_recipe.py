@@ -1,0 +1,92 @@
+"""dmd3c train --recipe: cache, runs in order (finished ones skipped, interrupted ones resumed)
+and exports, the same weights at two input sizes kept once."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from dmd3c_ros.cli import main  # noqa: E402
+from dmd3c_ros.recipe import load_recipe, run_recipe  # noqa: E402
+from dmd3c_ros.runtime.factory import create_backend  # noqa: E402
+from dmd3c_ros.runtime.spec import load_spec  # noqa: E402
+
+RUN = dict(steps=2, batch_size=2, crop=[64, 128], lr=1e-3, warmup_steps=1, threads=1,
+           val_every=2, checkpoint_every=1, val_frames=1, log_every=1, real_val=False,
+           depth_scale=120.0, max_depth=120.0, beam_probs={64: 1.0},
+           weights={"depth": 1.0, "log": 0.5})
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipe")
+    (root / "pre.yaml").write_text(yaml.safe_dump(
+        {**RUN, "stage": "pretrain", "cache": "cache", "out": "runs/pre", "variant": "residual"}))
+    (root / "fine.yaml").write_text(yaml.safe_dump(
+        {**RUN, "stage": "finetune", "cache": "cache", "out": "runs/fine", "ema": 0.5,
+         "variant": "residual_geo", "init": "runs/pre/best.safetensors", "init_strict": False}))
+    (root / "recipe.yaml").write_text(yaml.safe_dump({
+        "caches": [{"out": "cache", "train": "6:7", "val": "5006:5007", "frames_per_drive": 2,
+                    "stage1": True}],
+        "runs": ["pre.yaml", "fine.yaml"],
+        "exports": [{"run": "fine.yaml", "out": "models/r.onnx", "input_size": [64, 128]},
+                    {"run": "fine.yaml", "out": "models/r_wide.onnx", "input_size": [64, 192],
+                     "classical_resolution": "input"}]}))
+    lines = []
+    result = run_recipe(root / "recipe.yaml", progress=False, log=lines.append)
+    return root, result, lines
+
+
+def test_recipe_trains_every_run_and_exports(recipe):
+    root, result, lines = recipe
+    assert set(result["runs"]) == {"pre.yaml", "fine.yaml"}
+    assert all(r["steps_run"] == 2 for r in result["runs"].values())
+    assert any(line.startswith("cache: 4/4 frames") for line in lines)
+    narrow, wide = (load_spec(root / "models" / name) for name in ("r.yaml", "r_wide.yaml"))
+    assert narrow.classical_resolution == "image" and wide.classical_resolution == "input"
+    assert tuple(wide.input_size) == (64, 192)
+    assert wide.torch.weights == narrow.torch.weights            # one copy of the weights
+    assert not (root / "models" / "r_wide.safetensors").exists()
+    for spec in (narrow, wide):
+        backend = create_backend("torch", spec)                   # the kept weights load
+        assert backend.spec.classical_input == "classical"
+
+
+def test_recipe_skips_finished_runs_and_resumes_interrupted_ones(recipe):
+    root, first, _ = recipe
+    (root / "runs" / "fine" / "result.json").unlink()             # as if stopped after step 2
+    lines = []
+    again = run_recipe(root / "recipe.yaml", progress=False, log=lines.append)
+    assert "pre.yaml: done before" in " ".join(lines)
+    assert any(line.startswith("fine.yaml: resuming") for line in lines)
+    assert again["runs"]["fine.yaml"]["steps_run"] == 0          # nothing left to run
+    assert again["runs"]["pre.yaml"] == first["runs"]["pre.yaml"]
+    assert again["exports"][0]["sha256"] == first["exports"][0]["sha256"]
+
+
+def test_recipe_file_errors(tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"runs": [], "cache": {}}))
+    with pytest.raises(ValueError, match="unknown"):
+        load_recipe(tmp_path / "bad.yaml")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(
+        {"runs": ["a.yaml"], "exports": [{"run": "b.yaml", "out": "m.onnx"}]}))
+    with pytest.raises(ValueError, match="not one of the runs"):
+        load_recipe(tmp_path / "r.yaml")
+    assert main(["train", "--recipe", str(tmp_path / "r.yaml"), "--steps", "3"]) == 2
+    assert "give --recipe alone" in capsys.readouterr().err
+
+
+def test_recipe_of_the_shipped_student_names_existing_configs():
+    from pathlib import Path
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "config" / "train"
+                         / "recipe_residual.yaml")
+    assert [Path(run).name for run in recipe["runs"]] == ["pretrain_residual.yaml",
+                                                           "finetune_residual_geo.yaml"]
+    assert all(Path(run).is_file() for run in recipe["runs"])
+    assert [Path(e["out"]).name for e in recipe["exports"]] == ["student.onnx",
+                                                                "student_surround.onnx"]
+    assert json.dumps(recipe)  # plain data
