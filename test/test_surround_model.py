@@ -1,6 +1,6 @@
-"""The shipped surround spec (models/student_surround.yaml): it loads, matches its ONNX file, and
-is the shipped student's weights at a 448x800 input (all but the top 4 rows of a 1600x900
-nuScenes view)."""
+"""The shipped surround specs (models/student_surround.yaml and its camera-only
+student_surround_mono.yaml): they load, match their ONNX files, and are the shipped students'
+weights at a 448x800 input (all but the top 4 rows of a 1600x900 nuScenes view)."""
 from __future__ import annotations
 
 import pytest
@@ -9,7 +9,8 @@ from dmd3c_ros.core.input_transform import InputTransform
 from dmd3c_ros.paths import default_model_spec, share_dir
 from dmd3c_ros.runtime.spec import load_spec
 
-SURROUND_SPEC = share_dir() / "models" / "student_surround.yaml"
+MODELS = share_dir() / "models"
+SURROUND_SPEC = MODELS / "student_surround.yaml"
 
 pytestmark = pytest.mark.skipif(not SURROUND_SPEC.is_file() or default_model_spec() is None,
                                 reason="no shipped surround spec (models/student_surround.yaml)")
@@ -17,18 +18,25 @@ pytestmark = pytest.mark.skipif(not SURROUND_SPEC.is_file() or default_model_spe
 
 def test_surround_spec_describes_the_onnx_file():
     spec = load_spec(SURROUND_SPEC)              # checks the sha256 of the ONNX file
-    assert spec.sha256 == "28aaf66643c1fcf8b5572d22ddde43ca197e2a0844e6698956f16b2c9cdc6853"
-    assert tuple(spec.input_size) == (448, 800) and spec.supports_mono
+    assert tuple(spec.input_size) == (448, 800) and not spec.supports_mono
     assert spec.onnx.name == "student_surround.onnx"
+    # The classical pre-step at the network's size: six 1600x900 views stay affordable.
+    assert spec.classical_input == "classical" and spec.classical_resolution == "input"
+    assert spec.mono_model == (MODELS / "student_surround_mono.yaml").resolve()
+    mono = load_spec(spec.mono_model)
+    assert mono.sha256 == "28aaf66643c1fcf8b5572d22ddde43ca197e2a0844e6698956f16b2c9cdc6853"
+    assert tuple(mono.input_size) == (448, 800) and mono.supports_mono
 
 
-def test_surround_spec_shares_the_students_weights():
-    surround, student = load_spec(SURROUND_SPEC), load_spec(default_model_spec())
-    assert surround.torch.weights == student.torch.weights  # one copy: models/student.safetensors
+@pytest.mark.parametrize("surround, single", [("student_surround.yaml", "student.yaml"),
+                                              ("student_surround_mono.yaml", "student_mono.yaml")])
+def test_surround_specs_share_the_students_weights(surround, single):
+    surround, student = load_spec(MODELS / surround), load_spec(MODELS / single)
+    assert surround.torch.weights == student.torch.weights  # one copy of the weights
     assert surround.torch.factory == student.torch.factory
     assert surround.torch.kwargs == student.torch.kwargs
     for key in ("rgb_mean", "rgb_std", "depth_scale", "depth_range", "rgb_input",
-                "sparse_input", "depth_output", "uncertainty_output"):
+                "sparse_input", "classical_input", "depth_output", "uncertainty_output"):
         assert getattr(surround, key) == getattr(student, key), key
 
 
