@@ -1,0 +1,90 @@
+"""One training run's configuration (:class:`TrainConfig`, a YAML of ``config/train/``) and the
+names of the stages, loss terms and checkpoint-selection figures."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STAGES = ("pretrain", "finetune")
+# The validation figure that picks best.safetensors, per TrainConfig.select.
+SELECT_KEYS = {"synthetic": "hdl64_rmse_m", "real": "real_rmse_ratio"}
+TERMS = ("depth", "log", "grad", "nll", "ssi", "bins", "feature", "focal", "uwd")
+DISTILLATION_TERMS = ("ssi", "bins", "feature", "focal", "uwd")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Paths are relative to the config file's folder unless absolute."""
+
+    stage: str = "finetune"
+    cache: str = "../../out/synthetic_cache"   # built by python -m dmd3c_ros.training.synthetic
+    out: str = "../../out/train/run"
+    variant: str = "tiny"
+    init: str | None = None       # weights to start from (e.g. the pretrain run's best)
+    init_strict: bool = True      # False: load the tensors that fit, the rest start fresh
+    steps: int = 1000
+    batch_size: int = 4
+    crop: tuple[int, int] = (192, 640)
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    seed: int = 0
+    threads: int = 0              # torch intra-op threads per process; 0 = torch's default
+    device: str = "cpu"           # torch device of the run: cpu, cuda, cuda:1 ...
+    depth_scale: float = 80.0     # metres per network unit (as in the model spec)
+    max_depth: float = 80.0       # ground truth beyond it is not supervised
+    point_dropout: float = 0.0    # LiDAR augmentation: drop up to this share of the returns
+    blob_dropout: int = 0         # ... and up to this many patches of them (CropSampler)
+    range_dropout: float = 0.0    # share of crops that lose far / dark returns (CropSampler)
+    real_val: bool = True         # also validate on the real frames of ../shared/data
+    select: str = "synthetic"     # best checkpoint by: "synthetic" (hdl64_rmse_m) or "real"
+    ema: float = 0.0              # > 0: validate and keep an exponential moving average of
+                                  # the weights (decay per step), not the raw weights
+    beam_probs: dict = field(default_factory=lambda: {64: 0.45, 32: 0.15, 16: 0.15, 8: 0.1,
+                                                      0: 0.15})
+    weights: dict = field(default_factory=dict)   # term -> weight; missing terms are off
+    log_every: int = 20
+    val_every: int = 250
+    val_frames: int = 24
+    checkpoint_every: int = 250
+    progress: bool = True
+
+    @classmethod
+    def load(cls, path, **overrides) -> "TrainConfig":
+        import yaml
+        path = Path(path)
+        raw = yaml.safe_load(path.read_text()) or {}
+        unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        for key in ("cache", "out", "init"):
+            if raw.get(key) and not Path(raw[key]).is_absolute():
+                raw[key] = str((path.parent / raw[key]).resolve())
+        if "crop" in raw:
+            raw["crop"] = tuple(raw["crop"])
+        if "beam_probs" in raw:
+            raw["beam_probs"] = {int(k): float(v) for k, v in raw["beam_probs"].items()}
+        config = cls(**raw)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        unknown = set(self.weights) - set(TERMS)
+        if unknown:
+            raise ValueError(f"unknown loss terms {sorted(unknown)}; terms: {TERMS}")
+        if self.stage == "pretrain" and any(self.weights.get(t, 0) for t in DISTILLATION_TERMS
+                                            if t != "ssi"):
+            raise ValueError("pretrain supervises with the teacher's depth directly; the "
+                             "distillation terms (bins, feature, focal, uwd) are for finetune")
+        if self.select not in ("synthetic", "real"):
+            raise ValueError(f"select must be 'synthetic' or 'real', got {self.select!r}")
+        if self.crop[0] % 32 or self.crop[1] % 32:
+            raise ValueError(f"crop {self.crop} must be multiples of 32")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
