@@ -24,16 +24,21 @@ def share_dir() -> Path:
         return Path(sys.prefix) / "share" / PACKAGE
 
 
+def shared_data_dir() -> Path:
+    """``../shared/data`` beside the repository: the real samples (it may be absent)."""
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
 def kitti_sample_dir() -> Path:
     """The real KITTI frame the demo and ``dmd3c bench`` use by default:
     ``../shared/data/kitti_dc/0000000005`` beside the repository (it may be absent)."""
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti_dc" / "0000000005"
+    return shared_data_dir() / "kitti_dc" / "0000000005"
 
 
 def nuscenes_sample_dir() -> Path:
     """The real nuScenes keyframe of ``dmd3c eval --nuscenes`` (six cameras + LIDAR_TOP):
     ``../shared/data/nuscenes_sample`` beside the repository (it may be absent)."""
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "nuscenes_sample"
+    return shared_data_dir() / "nuscenes_sample"
 
 
 def default_model_spec() -> Path | None:

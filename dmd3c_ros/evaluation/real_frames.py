@@ -23,11 +23,11 @@ import numpy as np
 
 from dmd3c_ros.core.metrics import depth_metrics
 from dmd3c_ros.evaluation.lidar_split import split_points
+from dmd3c_ros.paths import shared_data_dir
 from dmd3c_ros.runtime.classical_backend import ClassicalBackend
 from dmd3c_ros.runtime.pipeline import CompletionPipeline
 from dmd3c_ros.runtime.spec import ModelSpec
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 KITTI_DC = "kitti_dc/0000000005"
 KITTI_OBJECT = "kitti_object/000000"
 SPLIT_FRACTION = 0.2
@@ -63,11 +63,12 @@ class RealValidation:
                           for name, frame in frames.items()}
 
     @classmethod
-    def from_shared(cls, depth_scale: float, max_depth: float, root=SHARED_DATA,
+    def from_shared(cls, depth_scale: float, max_depth: float, root=None,
                     log=print) -> "RealValidation | None":
-        """The two frames from ``root`` (``../shared/data``), or None when neither is there."""
+        """The two frames from ``root`` (default ``../shared/data``), or None when neither is
+        there."""
         from dmd3c_ros.training.data.kitti_frames import KittiFrameFolders, KittiObjectFrames
-        root, frames = Path(root), {}
+        root, frames = Path(root or shared_data_dir()), {}
         if (root / KITTI_DC).is_dir():
             sample = KittiFrameFolders(root / KITTI_DC, stereo=False, points=False)[0]
             frames["kitti_dc"] = {"rgb": sample["rgb"], "sparse": sample["sparse"],
