@@ -181,3 +181,17 @@ def test_dense_maps_resize_without_blending():
     small = InputTransform((150, 75), (128, 64)).apply_dense(depth)
     assert small.shape == (64, 128) and set(np.unique(small)) == {10.0, 50.0}
     assert np.array_equal(InputTransform((128, 64), (128, 64)).apply_dense(small), small)
+
+
+def test_coarse_image_variant_starts_as_the_geometry_only_student():
+    geo = _perturb(build_residual_student("residual_geo"))
+    coarse = build_residual_student("residual_geo_rgb16")
+    missing = coarse.load_state_dict(geo.state_dict(), strict=False).missing_keys
+    assert missing and all(key.startswith("rgb_in.") for key in missing)
+    coarse.eval()
+    rgb, sparse, classical = _inputs(3)
+    with torch.no_grad():
+        assert torch.equal(coarse(rgb, sparse, classical)[0], geo(rgb, sparse, classical)[0])
+    coarse.train()
+    coarse(rgb, sparse, classical)[0].mean().backward()
+    assert coarse.rgb_in[2].weight.grad.abs().sum() > 0     # the image can start to count

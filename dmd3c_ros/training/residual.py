@@ -52,6 +52,8 @@ class ResidualConfig:
     use_rgb: bool = True          # False: geometry only (the image input is accepted, unused)
     context: bool = False         # add the farthest / nearest LiDAR return within 28 pixels
     deadzone: float = 0.0         # log-space; in eval mode corrections shrink by it (below: 0)
+    coarse_rgb: int = 0           # > 0: the image, average-pooled to this stride (8, 16 or 32),
+                                  # joins the encoder there (zero-initialised projection)
 
     def __post_init__(self):
         if len(self.widths) != 5 or len(self.blocks) != 5 or len(self.decoder_widths) != 4:
@@ -69,6 +71,9 @@ RESIDUAL_VARIANTS = {
     # With the wide LiDAR context (a hole beside farther returns may be far itself).
     "residual_ctx": ResidualConfig(name="residual_ctx", context=True),
     "residual_geo_ctx": ResidualConfig(name="residual_geo_ctx", use_rgb=False, context=True),
+    # residual_geo with the image at stride 16 only (objects and layout, no pixel detail).
+    "residual_geo_rgb16": ResidualConfig(name="residual_geo_rgb16", use_rgb=False,
+                                         deadzone=0.02, coarse_rgb=16),
 }
 
 
@@ -129,6 +134,15 @@ class ResidualStudent(nn.Module):
         self.stem = nn.Sequential(_conv_bn_relu(cin, w[0], 3, 2),
                                   *[SeparableBlock(w[0], w[0]) for _ in range(cfg.blocks[0])])
         self.stages = nn.ModuleList(_stage(w[i - 1], w[i], cfg.blocks[i], 2) for i in range(1, 5))
+        if cfg.coarse_rgb:
+            if cfg.coarse_rgb not in (8, 16, 32):
+                raise ValueError("ResidualConfig.coarse_rgb must be 0, 8, 16 or 32")
+            width = w[(4, 8, 16, 32).index(cfg.coarse_rgb) + 1] if cfg.coarse_rgb != 4 else w[1]
+            self.rgb_in = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1), nn.ReLU(inplace=True),
+                                        nn.Conv2d(16, width, 1))
+            with torch.no_grad():  # zero start: the network computes what residual_geo did
+                self.rgb_in[2].weight.zero_()
+                self.rgb_in[2].bias.zero_()
         dec_in = [w[-1]] + list(cfg.decoder_widths[:-1])
         skips = list(reversed(w[:-1]))
         self.fuse = nn.ModuleList(_conv_bn_relu(dec_in[i] + skips[i], cfg.decoder_widths[i], 1)
@@ -159,10 +173,16 @@ class ResidualStudent(nn.Module):
         skips = []
         x = self.stem(x_in)
         skips.append(x)
-        for stage in self.stages:
+        coarse = None
+        if self.config.coarse_rgb:
+            s = self.config.coarse_rgb
+            coarse = self.rgb_in(F.avg_pool2d(rgb, s, s))
+        for index, stage in enumerate(self.stages):
             x = stage(x)
+            if coarse is not None and 2 ** (index + 2) == self.config.coarse_rgb:
+                x = x + coarse
             skips.append(x)
-        if not self.config.use_rgb:
+        if not self.config.use_rgb and not self.config.coarse_rgb:
             # Keeps the unused image an input of the exported graph (the contract is the same
             # for every student) at the cost of one multiply on the stride-32 map.
             x = x + 0.0 * rgb[:, :1, :1, :1]
