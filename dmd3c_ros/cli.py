@@ -332,11 +332,9 @@ def _run_train(args) -> int:
         term, _, value = item.partition("=")
         config.weights = {**config.weights, term: float(value)}
     config.check()
-    real = None
-    if config.real_val or config.select == "real":
-        from .evaluation.real_frames import RealValidation
-        real = RealValidation.from_shared(config.depth_scale, config.max_depth)
-    result = train(config, resume=args.resume, extra_validation=real)
+    from .evaluation.real_frames import RealValidation
+    result = train(config, resume=args.resume,
+                   extra_validation=RealValidation.for_config(config))
     if result:
         print(json.dumps(result, indent=1))
     return 0

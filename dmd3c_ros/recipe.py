@@ -108,14 +108,14 @@ def run_recipe(path, *, device: str | None = None, threads: int | None = None,
         name = Path(config_path).name
         out = Path(config.out)
         done = out / "result.json"
-        if done.is_file() and json.loads(done.read_text()).get("steps") == config.steps and \
-                (out / "best.safetensors").is_file():
+        finished = json.loads(done.read_text()) if done.is_file() else {}
+        if finished.get("steps") == config.steps and (out / "best.safetensors").is_file():
             log(f"{name}: done before ({done})")
-            results[name] = json.loads(done.read_text())
+            results[name] = finished
             continue
         key = (config.depth_scale, config.max_depth)
-        if (config.real_val or config.select == "real") and key not in real:
-            real[key] = RealValidation.from_shared(*key, log=log)
+        if key not in real:  # the frames are loaded once per depth range
+            real[key] = RealValidation.for_config(config, log=log)
         start = time.perf_counter()
         resume = (out / "last.safetensors").is_file()
         log(f"{name}: {'resuming' if resume else 'starting'} {config.stage} in {out}")

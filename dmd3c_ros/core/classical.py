@@ -74,3 +74,17 @@ def complete_classical(sparse: np.ndarray, *, max_depth: float = 100.0) -> np.nd
 
     out = np.where(inv > _MIN_VALID, max_depth - (inv - _MIN_VALID), np.nan)
     return out.astype(np.float32)
+
+
+def classical_units(sparse: np.ndarray, *, max_depth: float, depth_scale: float) -> np.ndarray:
+    """The residual student's ``classical`` input: :func:`complete_classical` of ``sparse``
+    (pivot ``max_depth``) in network units, ``depth_metres / depth_scale``, 0 = no value.
+
+    Args:
+        sparse: (H, W) float metres, 0 = no value. Not modified.
+    Returns:
+        (H, W) float32. The runtime (network-size pre-step), the training crops, the trainer's
+        validation and the export's parity check all make it here.
+    """
+    filled = np.nan_to_num(complete_classical(sparse, max_depth=max_depth), nan=0.0)
+    return filled / np.float32(depth_scale)  # metres -> network units

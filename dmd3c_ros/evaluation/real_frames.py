@@ -85,6 +85,13 @@ class RealValidation:
             return None
         return cls(frames, depth_scale, max_depth)
 
+    @classmethod
+    def for_config(cls, config, log=print) -> "RealValidation | None":
+        """The frames a training config asks for (``real_val`` or ``select: real``), or None."""
+        if not (config.real_val or config.select == "real"):
+            return None
+        return cls.from_shared(config.depth_scale, config.max_depth, log=log)
+
     @staticmethod
     def _score(pipeline: CompletionPipeline, frame: dict) -> dict:
         if "sparse" in frame:

@@ -23,19 +23,10 @@ import time
 
 import numpy as np
 
+from dmd3c_ros.core.classical import classical_units, complete_classical
 from dmd3c_ros.core.input_transform import InputTransform
 from dmd3c_ros.runtime.base import Backend, BackendError, Prediction
 from dmd3c_ros.runtime.spec import ModelSpec
-
-
-def classical_units(sparse: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """The classical input of a residual model: (h, w) sparse metres at the network's size ->
-    (h, w) float32 classical completion / depth_scale, 0 = no value."""
-    from dmd3c_ros.core.classical import complete_classical
-    filled = complete_classical(sparse, max_depth=float(spec.depth_range[1]))
-    filled = np.nan_to_num(filled, nan=0.0)
-    filled *= np.float32(1.0) / np.float32(spec.depth_scale)  # metres -> network units
-    return filled
 
 
 class ClassicalFrame:
@@ -100,13 +91,14 @@ class NetworkIO:
             small_sparse = transform.apply_sparse(sparse)
             np.multiply(small_sparse, self._inv_scale, out=sparse_batch[index, 0])
             if classical_batch is not None and self.spec.classical_resolution == "image":
-                from dmd3c_ros.core.classical import complete_classical
                 full = complete_classical(sparse, max_depth=float(self.spec.depth_range[1]))
                 small = transform.apply_dense(np.nan_to_num(full, nan=0.0))
                 np.multiply(small, self._inv_scale, out=classical_batch[index, 0])
                 transforms[-1] = ClassicalFrame(transform, full, small)
             elif classical_batch is not None:
-                classical_batch[index, 0] = classical_units(small_sparse, self.spec)
+                classical_batch[index, 0] = classical_units(
+                    small_sparse, max_depth=float(self.spec.depth_range[1]),
+                    depth_scale=self.spec.depth_scale)
         feeds = {self.spec.rgb_input: rgb_batch, self.spec.sparse_input: sparse_batch}
         if classical_batch is not None:
             feeds[self.spec.classical_input] = classical_batch

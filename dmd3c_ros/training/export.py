@@ -63,11 +63,11 @@ def residual_input(sparse: np.ndarray, depth_scale: float) -> np.ndarray:
     """The classical input of the residual student for a (N,1,h,w) sparse input in network
     units: the runtime's pre-step (:func:`core.classical.complete_classical` per frame), in
     network units, 0 = no value. ``depth_scale`` is the model's maximum depth in units (1.0)."""
-    from dmd3c_ros.core.classical import complete_classical
+    from dmd3c_ros.core.classical import classical_units
     out = np.zeros_like(sparse)
     for index in range(sparse.shape[0]):
-        filled = complete_classical(sparse[index, 0] * depth_scale, max_depth=depth_scale)
-        out[index, 0] = np.nan_to_num(filled, nan=0.0) / depth_scale
+        out[index, 0] = classical_units(sparse[index, 0] * depth_scale, max_depth=depth_scale,
+                                        depth_scale=depth_scale)
     return out
 
 
@@ -162,8 +162,9 @@ def parity_check(model: torch.nn.Module, onnx_path, input_size, depth_scale: flo
 def trained_range(weights) -> tuple[float, float]:
     """(depth_scale, max_depth) metres a checkpoint was trained with (80, 80 when it does not
     say: the first students')."""
-    from dmd3c_ros.training.trainer import load_student_weights
-    _, meta = load_student_weights(weights)
+    from safetensors import safe_open
+    with safe_open(str(weights), framework="pt") as f:   # the metadata only, no tensor read
+        meta = f.metadata() or {}
     config = json.loads(meta["config"]) if meta.get("config") else {}
     return float(config.get("depth_scale", 80.0)), float(config.get("max_depth", 80.0))
 

@@ -137,7 +137,8 @@ class ResidualStudent(nn.Module):
         if cfg.coarse_rgb:
             if cfg.coarse_rgb not in (8, 16, 32):
                 raise ValueError("ResidualConfig.coarse_rgb must be 0, 8, 16 or 32")
-            width = w[(4, 8, 16, 32).index(cfg.coarse_rgb) + 1] if cfg.coarse_rgb != 4 else w[1]
+            self._coarse_stage = (4, 8, 16, 32).index(cfg.coarse_rgb)  # encoder stage index
+            width = w[self._coarse_stage + 1]
             self.rgb_in = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1), nn.ReLU(inplace=True),
                                         nn.Conv2d(16, width, 1))
             with torch.no_grad():  # zero start: the network computes what residual_geo did
@@ -179,7 +180,7 @@ class ResidualStudent(nn.Module):
             coarse = self.rgb_in(F.avg_pool2d(rgb, s, s))
         for index, stage in enumerate(self.stages):
             x = stage(x)
-            if coarse is not None and 2 ** (index + 2) == self.config.coarse_rgb:
+            if coarse is not None and index == self._coarse_stage:
                 x = x + coarse
             skips.append(x)
         if not self.config.use_rgb and not self.config.coarse_rgb:

@@ -302,11 +302,10 @@ class CropSampler:
             out = {k: v[:, ::-1] for k, v in out.items()}
         extra = {}
         if self.classical:
-            from dmd3c_ros.core.classical import complete_classical
-            filled = complete_classical(np.ascontiguousarray(out["sparse"]),
-                                        max_depth=self.classical_max_depth)
-            extra["classical"] = (np.nan_to_num(filled, nan=0.0)
-                                  / self.depth_scale)[None].astype(np.float32)
+            from dmd3c_ros.core.classical import classical_units
+            extra["classical"] = classical_units(
+                np.ascontiguousarray(out["sparse"]), max_depth=self.classical_max_depth,
+                depth_scale=self.depth_scale)[None]
         return {**extra, "rgb": normalise_rgb(out["rgb"]),
                 "sparse": (out["sparse"] / self.depth_scale)[None].astype(np.float32),
                 "target": (out["target"] / self.depth_scale)[None].astype(np.float32),

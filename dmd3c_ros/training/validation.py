@@ -14,10 +14,10 @@ from dmd3c_ros.training.train_config import TrainConfig
 
 def _classical_tensor(sparse_units: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     """(1,1,h,w) classical completion of a (1,1,h,w) sparse map, both in network units."""
-    from dmd3c_ros.core.classical import complete_classical
+    from dmd3c_ros.core.classical import classical_units
     metres = sparse_units[0, 0].numpy() * config.depth_scale
-    filled = np.nan_to_num(complete_classical(metres, max_depth=config.max_depth), nan=0.0)
-    return torch.from_numpy(filled / config.depth_scale).float()[None, None]
+    return torch.from_numpy(classical_units(metres, max_depth=config.max_depth,
+                                            depth_scale=config.depth_scale))[None, None]
 
 
 VAL_SIZE = (352, 1216)
@@ -91,7 +91,12 @@ def validate(student: nn.Module, frames, config: TrainConfig) -> dict:
             for label, beams in runs:
                 sp = sparse64 if beams == 64 else torch.from_numpy(keep_beams(
                     sparse64[0, 0].numpy(), frame["ring"], beams))[None, None]
-                extra = (_classical_tensor(sp, config),) if residual else ()
+                extra = ()
+                if residual:  # the same input at every validation: completed once
+                    key = f"classical_{beams}"
+                    if key not in frame:
+                        frame[key] = _classical_tensor(sp, config)
+                    extra = (frame[key],)
                 device = next(student.parameters()).device
                 inputs = [t.to(device) for t in (frame["rgb"], sp, *extra)]
                 depth = student(*inputs)[0][0, 0].cpu().numpy() * config.depth_scale
