@@ -11,7 +11,7 @@ import torch
 
 from dmd3c_ros.core.classical import complete_classical
 from dmd3c_ros.training.synthetic import CacheSpec, CropSampler, build_cache, lidar_dropout, \
-    load_index, split_files
+    beam_footprint, lidar_shift, load_index, split_files
 from dmd3c_ros.training.trainer import TrainConfig, load_student_weights, train
 
 
@@ -58,6 +58,41 @@ def test_lidar_dropout_loses_returns_and_leaves_its_input_alone():
     assert 0 < np.count_nonzero(out) < np.count_nonzero(sparse)
     assert set(np.unique(out)) <= {0.0, 10.0}                       # nothing invented
     assert np.array_equal(lidar_dropout(sparse, np.random.default_rng(1), 0.0, 0), sparse)
+
+
+def test_lidar_shift_moves_every_return_by_one_offset_and_leaves_its_input_alone():
+    sparse = np.zeros((40, 60), np.float32)
+    sparse[10:30:4, 10:50:5] = np.arange(1, 41, dtype=np.float32).reshape(5, 8)
+    before = sparse.copy()
+    seen = set()
+    for seed in range(40):
+        out = lidar_shift(sparse, np.random.default_rng(seed), 2)
+        assert np.array_equal(sparse, before)
+        ys, xs = np.nonzero(out)
+        dy, dx = ys[0] - 10, xs[0] - 10             # where the first return went
+        assert abs(dy) <= 2 and abs(dx) <= 2
+        assert np.array_equal(out[10 + dy:30 + dy:4, 10 + dx:50 + dx:5], before[10:30:4, 10:50:5])
+        assert np.count_nonzero(out) == np.count_nonzero(sparse)   # none reached the border
+        seen.add((int(dy), int(dx)))
+    assert len(seen) > 10                            # offsets on both axes, both signs
+    edge = np.zeros((5, 5), np.float32)
+    edge[0, 0] = 7.0
+    moved = [lidar_shift(edge, np.random.default_rng(s), 1) for s in range(30)]
+    assert any(np.count_nonzero(m) == 0 for m in moved)   # moved out of the frame: gone
+
+
+def test_beam_footprint_lets_the_nearer_surface_win_within_its_radius():
+    depth = np.zeros((7, 9), np.float32)
+    depth[:, 4:] = 30.0                       # background on the right
+    depth[2:5, 2:5] = 10.0                    # a foreground block, its right column at x = 4
+    before = depth.copy()
+    out = beam_footprint(depth, 1)
+    assert np.array_equal(depth, before)
+    assert (out[1:6, 1:6] == 10.0).all()      # the block is one pixel wider on every side
+    assert (out[:, 7:] == 30.0).all() and (out[0, 6:] == 30.0).all()   # beyond reach: unchanged
+    assert (out[:, 0] == 0.0).all()           # empty and out of reach: still empty
+    assert out[1, 3] == 10.0 and out[0, 3] == 30.0   # empty pixels within reach take the nearest
+    assert np.array_equal(beam_footprint(depth, 0), depth)
 
 
 def test_residual_run_reports_references_and_chooses_on_real_frames(cache, tmp_path):

@@ -30,12 +30,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dmd3c_ros.training.lidar_augment import (BEAM_STRIDE, NO_RING, beam_footprint,  # noqa: F401
+                                              keep_beams, lidar_dropout, lidar_shift,
+                                              range_dropout)
+
 CACHE_VERSION = 1
-NO_RING = 255
 RGB_MEAN = (123.675, 116.28, 103.53)  # ImageNet mean / std on the 0-255 scale, RGB order
 RGB_STD = (58.395, 57.12, 57.375)
-# Beam counts of the augmentation and the ring stride that gives each from a 64-beam sweep.
-BEAM_STRIDE = {64: 1, 32: 2, 16: 4, 8: 8}
 
 
 def pseudo_metric_depth(relative_inverse: np.ndarray, median_depth: float,
@@ -167,50 +168,6 @@ def load_index(root: str | Path) -> dict:
     return index
 
 
-def keep_beams(sparse: np.ndarray, ring: np.ndarray, beams: int) -> np.ndarray:
-    """The sparse map of a sweep with ``beams`` of 64 rings kept (0 = no LiDAR at all)."""
-    if beams == 0:
-        return np.zeros_like(sparse)
-    if beams not in BEAM_STRIDE:
-        raise ValueError(f"beams must be one of {sorted(BEAM_STRIDE)} or 0, got {beams}")
-    stride = BEAM_STRIDE[beams]
-    if stride == 1:
-        return sparse
-    keep = (ring != NO_RING) & (ring % stride == 0)
-    return np.where(keep, sparse, 0.0).astype(np.float32)
-
-
-def lidar_dropout(sparse: np.ndarray, rng: np.random.Generator, max_share: float,
-                  max_blobs: int) -> np.ndarray:
-    """A new sparse map with returns lost as a real sensor loses them: a random share (up to
-    ``max_share``) of single returns, and up to ``max_blobs`` elliptic patches (dark, wet or
-    mirror-like surfaces that return nothing) of 10-80 pixels across."""
-    out = np.array(sparse, dtype=np.float32)
-    if max_share > 0:
-        out[rng.random(out.shape) < rng.uniform(0.0, max_share)] = 0.0
-    h, w = out.shape
-    for _ in range(int(rng.integers(0, max_blobs + 1)) if max_blobs > 0 else 0):
-        mask = np.zeros((h, w), np.uint8)
-        centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
-        axes = (int(rng.integers(5, 40)), int(rng.integers(3, 20)))
-        cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
-        out[mask > 0] = 0.0
-    return out
-
-
-def range_dropout(sparse: np.ndarray, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A new sparse map that has lost far returns as a real LiDAR does: the weaker echo of a far
-    (and more so of a dark) surface falls below the detection threshold. A return at depth d
-    is lost with probability ``clip((d - start) / span, 0, 1) * (0.5 + 0.5 * darkness)``, with
-    ``start`` 30-70 m and ``span`` 20-60 m drawn per sample and darkness = 1 - grey / 255 of
-    the pixel. Rendered sweeps return from every surface up to the sensor's range, so without
-    this the network never sees a far surface that the LiDAR missed beside nearer returns."""
-    start, span = rng.uniform(30.0, 70.0), rng.uniform(20.0, 60.0)
-    darkness = 1.0 - np.asarray(rgb, np.float32).mean(axis=2) / 255.0
-    p = np.clip((sparse - start) / span, 0.0, 1.0) * (0.5 + 0.5 * darkness)
-    return np.where(rng.random(sparse.shape) < p, 0.0, sparse).astype(np.float32)
-
-
 def normalise_rgb(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8/float 0-255 -> (3, H, W) float32 with the ImageNet mean and std."""
     x = (np.asarray(rgb, np.float32) - np.float32(RGB_MEAN)) / np.float32(RGB_STD)
@@ -260,6 +217,10 @@ class CropSampler:
     point_dropout: float = 0.0       # drop up to this share of the returns (uniform per sample)
     blob_dropout: int = 0            # and up to this many blobs of returns (dark / wet surfaces)
     range_dropout: float = 0.0       # share of samples that lose far returns (range_dropout())
+    lidar_shift: int = 0             # > 0: the returns move by up to this many pixels against
+                                     # the image and ground truth (lidar_shift())
+    footprint: int = 0               # > 0: beam_footprint() of this radius on the returns ...
+    footprint_target: bool = False   # ... and on the ground truth (LiDAR-made, as KITTI's)
 
     def __post_init__(self):
         if self.stage not in ("pretrain", "finetune"):
@@ -296,8 +257,15 @@ class CropSampler:
             sparse = lidar_dropout(sparse, rng, self.point_dropout, self.blob_dropout)
         if beams and self.range_dropout and rng.random() < self.range_dropout:
             sparse = range_dropout(sparse, rgb, rng)
+        if beams and self.lidar_shift:
+            sparse = lidar_shift(sparse, rng, self.lidar_shift)
+        target = target[crop]
+        if self.footprint:
+            sparse = np.where(sparse > 0, beam_footprint(sparse, self.footprint), 0.0)
+            if self.footprint_target:
+                target = beam_footprint(target, self.footprint)
         out = {"rgb": photometric_jitter(rgb, rng) if self.jitter else rgb.astype(np.float32),
-               "sparse": sparse, "target": target[crop], "teacher": data["teacher"][crop]}
+               "sparse": sparse, "target": target, "teacher": data["teacher"][crop]}
         if rng.random() < 0.5:
             out = {k: v[:, ::-1] for k, v in out.items()}
         extra = {}

@@ -38,6 +38,9 @@ class TrainConfig:
     point_dropout: float = 0.0    # LiDAR augmentation: drop up to this share of the returns
     blob_dropout: int = 0         # ... and up to this many patches of them (CropSampler)
     range_dropout: float = 0.0    # share of crops that lose far / dark returns (CropSampler)
+    lidar_shift: int = 0          # move the returns by up to this many pixels (CropSampler)
+    footprint: int = 0            # LiDAR beam footprint radius, pixels, on the returns ...
+    footprint_target: bool = False  # ... and on the ground truth (CropSampler)
     real_val: bool = True         # also validate on the real frames of ../shared/data
     select: str = "synthetic"     # best checkpoint by: "synthetic" (hdl64_rmse_m) or "real"
     ema: float = 0.0              # > 0: validate and keep an exponential moving average of

@@ -100,7 +100,8 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
                           classical=getattr(student, "needs_classical", False),
                           classical_max_depth=config.max_depth,
                           point_dropout=config.point_dropout, blob_dropout=config.blob_dropout,
-                          range_dropout=config.range_dropout)
+                          range_dropout=config.range_dropout, lidar_shift=config.lidar_shift,
+                          footprint=config.footprint, footprint_target=config.footprint_target)
     if config.init:
         state, _ = load_student_weights(config.init)
         if config.init_strict:
