@@ -359,6 +359,15 @@ def _add_export(subparsers) -> None:
     p.add_argument("--classical-resolution", choices=("image", "input"), default="image",
                    help="residual student: classical pre-step at the camera's size (image, "
                         "default) or the network input's (input: cheaper for big cameras)")
+    p.add_argument("--depth-scale", type=float, help="metres per network unit (default: the "
+                   "training run's, recorded in its checkpoint; an exported model's weights file "
+                   "does not record it: name it)")
+    p.add_argument("--depth-range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="metres the runtime clips outputs to (default: 0.5 to training's range)")
+    p.add_argument("--image-weights", help="an image student's weights (e.g. "
+                   "models/student_mono.safetensors) to join with the checkpoint's residual "
+                   "student above the LiDAR's field of view; --variant names the composite "
+                   "(residual_geo_above)")
     p.set_defaults(func=_run_export)
 
 
@@ -370,7 +379,9 @@ def _run_export(args) -> int:
                          f"{args.out}")
     result = export_student(args.checkpoint, out.parent, out.stem, variant=args.variant,
                             input_size=tuple(args.input_size), mono_model=args.mono_model,
-                            classical_resolution=args.classical_resolution)
+                            classical_resolution=args.classical_resolution,
+                            image_weights=args.image_weights, depth_scale=args.depth_scale,
+                            depth_range=args.depth_range)
     print(json.dumps(result, indent=1))
     return 0
 

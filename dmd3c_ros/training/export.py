@@ -59,6 +59,12 @@ def input_names(model: torch.nn.Module) -> tuple[str, ...]:
     return INPUT_NAMES + ((RESIDUAL_INPUT,) if getattr(model, "needs_classical", False) else ())
 
 
+def torch_factory(model: torch.nn.Module) -> str:
+    """The spec's ``torch.factory`` that rebuilds ``model``'s kind of student."""
+    default = RESIDUAL_FACTORY if getattr(model, "needs_classical", False) else FACTORY
+    return getattr(model, "factory", default)
+
+
 def residual_input(sparse: np.ndarray, depth_scale: float) -> np.ndarray:
     """The classical input of the residual student for a (N,1,h,w) sparse input in network
     units: the runtime's pre-step (:func:`core.classical.complete_classical` per frame), in
@@ -169,13 +175,36 @@ def trained_range(weights) -> tuple[float, float]:
     return float(config.get("depth_scale", 80.0)), float(config.get("max_depth", 80.0))
 
 
-def _load_state(weights, variant: str | None, depth_scale: float):
-    """(student module with the weights, variant) from a ``model.*`` safetensors file."""
-    from dmd3c_ros.training.trainer import build_model, load_student_weights
+def read_weights(path) -> tuple[dict, dict]:
+    """(state dict, metadata) of a training run's weights file (``model.*`` tensors) or of an
+    exported model's (plain state-dict keys, as ``models/*.safetensors``)."""
+    from safetensors import safe_open
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    with safe_open(str(path), framework="pt") as f:
+        meta, keys = f.metadata() or {}, list(f.keys())
+        prefixed = any(k.startswith("model.") for k in keys)
+        state = {k[len("model."):] if prefixed else k: f.get_tensor(k) for k in keys
+                 if not prefixed or k.startswith("model.")}
+    if not state:
+        raise ValueError(f"{path}: no tensors")
+    return state, meta
+
+
+def _load_state(weights, variant: str | None, depth_scale: float, image_weights=None):
+    """(student module with the weights, variant) from a ``model.*`` safetensors file; with
+    ``image_weights`` (an image student's weights) the composite of both
+    (:mod:`training.above_lidar`, ``variant`` names it)."""
+    from dmd3c_ros.training.above_lidar import ABOVE_VARIANTS, compose_weights
+    from dmd3c_ros.training.trainer import build_model
     weights = Path(weights)
-    if not weights.is_file():
-        raise FileNotFoundError(f"weights file {weights} does not exist")
-    state, meta = load_student_weights(weights)
+    state, meta = read_weights(weights)
+    if image_weights is not None:
+        if variant not in ABOVE_VARIANTS:
+            raise ValueError(f"image weights need a composite variant ({sorted(ABOVE_VARIANTS)}), "
+                             f"got {variant!r}")
+        state = compose_weights(state, read_weights(image_weights)[0])
     chosen = variant or meta.get("variant")
     if not chosen:
         raise ValueError(f"{weights}: no 'variant' in the metadata; name the student variant "
@@ -207,7 +236,7 @@ def _load_state(weights, variant: str | None, depth_scale: float):
 def export_student(weights, out_dir, name: str, *, variant: str | None = None,
                    input_size=(352, 1216), depth_scale: float | None = None,
                    depth_range=None, opset: int = OPSET, mono_model=None,
-                   classical_resolution: str = "image") -> dict:
+                   classical_resolution: str = "image", image_weights=None) -> dict:
     """Export trained student weights as ONNX + spec YAML + safetensors and check parity.
 
     Args:
@@ -226,6 +255,8 @@ def export_student(weights, out_dir, name: str, *, variant: str | None = None,
         classical_resolution: for a residual student, where the runtime computes the classical
             input: "image" (the camera's size; the correction is applied there) or "input"
             (the network's size: cheaper for large cameras).
+        image_weights: an image student's weights to join with ``weights`` (a residual
+            student's) as the composite ``variant`` (:mod:`training.above_lidar`).
     Returns:
         dict of the written paths, the ONNX sha256, variant, parameter count, input size and the
         parity figures (``parity_check``).
@@ -244,7 +275,7 @@ def export_student(weights, out_dir, name: str, *, variant: str | None = None,
     if not depth_scale > 0 or not 0 <= low < high:
         raise ValueError(f"depth_scale must be > 0 and depth_range 0 <= min < max metres, got "
                          f"{depth_scale} and {list(depth_range)}")
-    model, variant = _load_state(weights, variant, depth_scale)
+    model, variant = _load_state(weights, variant, depth_scale, image_weights)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path, weights_path, spec_path = (out / f"{name}.{ext}"
@@ -260,8 +291,11 @@ def export_student(weights, out_dir, name: str, *, variant: str | None = None,
     except Exception:
         onnx_path.unlink(missing_ok=True)
         raise
+    sources = {"source": str(weights)}
+    if image_weights is not None:
+        sources["image_source"] = str(image_weights)
     save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()},
-              str(weights_path), metadata={"variant": variant, "source": str(weights)})
+              str(weights_path), metadata={"variant": variant, **sources})
     sha256 = sha256_file(onnx_path)
     spec = {
         "name": name, "onnx": onnx_path.name, "sha256": sha256, "opset": int(opset),
@@ -271,8 +305,7 @@ def export_student(weights, out_dir, name: str, *, variant: str | None = None,
         "rgb_normalization": {"mean": list(RGB_MEAN), "std": list(RGB_STD)},
         "depth_scale": float(depth_scale), "depth_range": [low, high],
         "supports_mono": not getattr(model, "needs_classical", False),
-        "torch": {"factory": RESIDUAL_FACTORY if getattr(model, "needs_classical", False)
-                  else FACTORY, "kwargs": {"variant": variant},
+        "torch": {"factory": torch_factory(model), "kwargs": {"variant": variant},
                   "weights": weights_path.name},
     }
     if mono_model is not None:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dmd3c_ros.training import losses as L
+from dmd3c_ros.training.above_lidar import ABOVE_VARIANTS, build_above_student
 from dmd3c_ros.training.residual import RESIDUAL_VARIANTS, build_residual_student
 from dmd3c_ros.training.student import build_student
 from dmd3c_ros.training.train_config import TERMS, TrainConfig
@@ -131,7 +132,10 @@ class TrainModule(nn.Module):
 
 
 def build_model(variant: str) -> nn.Module:
-    """A student (:mod:`training.student`) or residual student (:mod:`training.residual`)."""
+    """A student (:mod:`training.student`), residual student (:mod:`training.residual`) or the
+    residual student with an image student above the LiDAR (:mod:`training.above_lidar`)."""
+    if variant in ABOVE_VARIANTS:
+        return build_above_student(variant)
     if variant in RESIDUAL_VARIANTS:
         return build_residual_student(variant)
     return build_student(variant)
