@@ -29,22 +29,17 @@ _MIN_VALID = 0.1  # metres; returns nearer than this are sensor noise
 
 
 def _fill_empty(depth: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Empty pixels take the kernel's dilation; a new array (written in place, no temporary)."""
-    out = cv2.dilate(depth, kernel)
-    np.copyto(out, depth, where=depth > _MIN_VALID)
-    return out
+    dilated = cv2.dilate(depth, kernel)
+    return np.where(depth > _MIN_VALID, depth, dilated)
 
 
 def _extend_to_top(depth: np.ndarray) -> np.ndarray:
-    """Each column's top-most value carried upwards; a new array."""
     valid = depth > _MIN_VALID
-    top = valid.argmax(axis=0)   # 0 for a column without a value: nothing above it changes
-    out = depth.copy()
-    cols = np.flatnonzero(top)
-    if cols.size:
-        above = np.arange(depth.shape[0])[:, None] < top[cols]
-        out[:, cols] = np.where(above, depth[top[cols], cols], depth[:, cols])
-    return out
+    has = valid.any(axis=0)
+    top = valid.argmax(axis=0)
+    cols = np.arange(depth.shape[1])
+    above = (np.arange(depth.shape[0])[:, None] < top) & has
+    return np.where(above, depth[top, cols], depth)
 
 
 def complete_classical(sparse: np.ndarray, *, max_depth: float = 100.0) -> np.ndarray:
@@ -59,13 +54,11 @@ def complete_classical(sparse: np.ndarray, *, max_depth: float = 100.0) -> np.nd
     depth = np.asarray(sparse, dtype=np.float32)
     if depth.ndim != 2:
         raise ValueError(f"sparse depth must be (H, W), got shape {depth.shape}")
-    with np.errstate(invalid="ignore"):  # NaN compares False: no value
-        valid = (depth > _MIN_VALID) & (depth <= max_depth)
-    inv = np.float32(max_depth) - depth  # nearer -> larger (a new array)
+    valid = np.isfinite(depth) & (depth > _MIN_VALID) & (depth <= max_depth)
+    inv = np.where(valid, max_depth - depth, 0.0).astype(np.float32)  # nearer -> larger
     # Inverted depths of valid pixels lie in [0, max_depth - 0.1]; shift by the threshold so that
     # "no value" (0) stays distinct from a return at exactly max_depth.
-    inv += np.float32(_MIN_VALID)
-    inv[~valid] = 0.0
+    inv = np.where(valid, inv + _MIN_VALID, 0.0).astype(np.float32)
 
     inv = cv2.dilate(inv, DIAMOND_5)
     inv = cv2.morphologyEx(inv, cv2.MORPH_CLOSE, FULL_5)
@@ -73,16 +66,14 @@ def complete_classical(sparse: np.ndarray, *, max_depth: float = 100.0) -> np.nd
     inv = _extend_to_top(inv)
     inv = _fill_empty(inv, FULL_31)
 
-    empty = inv <= _MIN_VALID
+    filled = inv > _MIN_VALID
     blurred = cv2.medianBlur(inv, 5)
-    np.copyto(blurred, inv, where=empty)
-    inv = blurred
+    inv = np.where(filled, blurred, inv)
     blurred = cv2.GaussianBlur(inv, (5, 5), 0)
-    np.copyto(blurred, inv, where=empty)
+    inv = np.where(filled, blurred, inv)
 
-    out = np.float32(max_depth) - (blurred - np.float32(_MIN_VALID))
-    out[empty] = np.nan
-    return out
+    out = np.where(inv > _MIN_VALID, max_depth - (inv - _MIN_VALID), np.nan)
+    return out.astype(np.float32)
 
 
 def classical_units(sparse: np.ndarray, *, max_depth: float, depth_scale: float) -> np.ndarray:
