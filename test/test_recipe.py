@@ -84,9 +84,16 @@ def test_recipe_of_the_shipped_student_names_existing_configs():
     from pathlib import Path
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "config" / "train"
                          / "recipe_residual.yaml")
-    assert [Path(run).name for run in recipe["runs"]] == ["pretrain_residual.yaml",
-                                                           "finetune_residual_geo.yaml"]
+    assert [Path(run).name for run in recipe["runs"]] == [
+        "pretrain_residual.yaml", "finetune_residual_geo.yaml",
+        "finetune_residual_geo_footprint.yaml"]
     assert all(Path(run).is_file() for run in recipe["runs"])
+    # Each run starts from the one before it.
+    from dmd3c_ros.training.train_config import TrainConfig
+    configs = [TrainConfig.load(run) for run in recipe["runs"]]
+    for before, after in zip(configs, configs[1:]):
+        assert after.init == str(Path(before.out) / "best.safetensors")
+    assert Path(recipe["exports"][0]["run"]).name == "finetune_residual_geo_footprint.yaml"
     assert [Path(e["out"]).name for e in recipe["exports"]] == ["student.onnx",
                                                                 "student_surround.onnx"]
     assert json.dumps(recipe)  # plain data

@@ -83,13 +83,20 @@ def save_checkpoint(path, module: TrainModule, optimizer: torch.optim.Optimizer 
 
 
 def load_student_weights(path) -> tuple[dict, dict]:
-    """(student state dict, metadata) from a checkpoint or best-weights file."""
+    """(student state dict, metadata) from a training run's checkpoint or best-weights file
+    (``model.*`` tensors) or an exported model's weights (plain state-dict keys, as
+    ``models/*.safetensors``)."""
     from safetensors import safe_open
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        state = {k[len("model."):]: f.get_tensor(k) for k in f.keys() if k.startswith("model.")}
+        meta, keys = f.metadata() or {}, list(f.keys())
+        prefixed = any(k.startswith("model.") for k in keys)
+        state = {k[len("model."):] if prefixed else k: f.get_tensor(k) for k in keys
+                 if not prefixed or k.startswith("model.")}
     if not state:
-        raise ValueError(f"{path}: no model.* tensors (not a dmd3c checkpoint)")
+        raise ValueError(f"{path}: no tensors (not a dmd3c checkpoint or student weights)")
     return state, meta
 
 

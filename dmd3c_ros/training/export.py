@@ -175,36 +175,19 @@ def trained_range(weights) -> tuple[float, float]:
     return float(config.get("depth_scale", 80.0)), float(config.get("max_depth", 80.0))
 
 
-def read_weights(path) -> tuple[dict, dict]:
-    """(state dict, metadata) of a training run's weights file (``model.*`` tensors) or of an
-    exported model's (plain state-dict keys, as ``models/*.safetensors``)."""
-    from safetensors import safe_open
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    with safe_open(str(path), framework="pt") as f:
-        meta, keys = f.metadata() or {}, list(f.keys())
-        prefixed = any(k.startswith("model.") for k in keys)
-        state = {k[len("model."):] if prefixed else k: f.get_tensor(k) for k in keys
-                 if not prefixed or k.startswith("model.")}
-    if not state:
-        raise ValueError(f"{path}: no tensors")
-    return state, meta
-
-
 def _load_state(weights, variant: str | None, depth_scale: float, image_weights=None):
     """(student module with the weights, variant) from a ``model.*`` safetensors file; with
     ``image_weights`` (an image student's weights) the composite of both
     (:mod:`training.above_lidar`, ``variant`` names it)."""
     from dmd3c_ros.training.above_lidar import ABOVE_VARIANTS, compose_weights
-    from dmd3c_ros.training.trainer import build_model
+    from dmd3c_ros.training.trainer import build_model, load_student_weights
     weights = Path(weights)
-    state, meta = read_weights(weights)
+    state, meta = load_student_weights(weights)
     if image_weights is not None:
         if variant not in ABOVE_VARIANTS:
             raise ValueError(f"image weights need a composite variant ({sorted(ABOVE_VARIANTS)}), "
                              f"got {variant!r}")
-        state = compose_weights(state, read_weights(image_weights)[0])
+        state = compose_weights(state, load_student_weights(image_weights)[0])
     chosen = variant or meta.get("variant")
     if not chosen:
         raise ValueError(f"{weights}: no 'variant' in the metadata; name the student variant "
