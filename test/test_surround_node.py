@@ -156,14 +156,21 @@ def graph(spinning_graph):
 
 
 def send_until_answered(harness, cameras, first_ns, timeout=60.0, period=1.0):
-    """Sweeps one ``period`` apart until every camera in ``cameras`` answered one; returns the
-    headers of the sweep answered (best-effort messages sent before discovery settles are lost)."""
-    end, sweep = time.monotonic() + timeout, first_ns
+    """Sweeps one ``period`` apart until every camera in ``cameras`` answered one of them;
+    returns the headers of the sweep answered (best-effort messages sent before discovery
+    settles are lost; on a slow machine a sweep may be answered after the next one was sent)."""
+    end, sweep, sent = time.monotonic() + timeout, first_ns, []
+
+    def answered():
+        for headers in sent:
+            if all(any(d.header == headers[c] for d in harness.depth[c]) for c in cameras):
+                return headers
+        return None
+
     while time.monotonic() < end:
-        headers = harness.send(sweep)
-        if wait_until(lambda: all(any(d.header == headers[c] for d in harness.depth[c])
-                                  for c in cameras), period):
-            return headers
+        sent.append(harness.send(sweep))
+        if wait_until(lambda: answered() is not None, period):
+            return answered()
         sweep += NS
     raise AssertionError(f"no depth for every camera of one sweep within {timeout} s: "
                          f"{ {c: len(v) for c, v in harness.depth.items()} }")
