@@ -23,22 +23,23 @@ from pathlib import Path
 import numpy as np
 
 from dmd3c_ros.core.coverage import lidar_coverage
+from dmd3c_ros.core.metrics import depth_metrics
 
 NEAR, FAR = 3.0, 40.0   # metres: the stereo depths that are scored
 
 
 def errors(depth: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> dict:
-    """MAE / RMSE (metres), AbsRel and median relative error of ``depth`` against ``reference``
-    on ``mask`` where both are finite; NaN figures when no pixel is left."""
-    m = mask & np.isfinite(depth) & np.isfinite(reference) & (reference > 0)
-    if not m.any():
-        return {"pixels": 0, "mae_m": np.nan, "rmse_m": np.nan, "abs_rel": np.nan,
-                "median_rel": np.nan}
-    e = depth[m].astype(np.float64) - reference[m]
-    rel = np.abs(e) / reference[m]
-    return {"pixels": int(m.sum()), "mae_m": float(np.abs(e).mean()),
-            "rmse_m": float(np.sqrt((e ** 2).mean())), "abs_rel": float(rel.mean()),
-            "median_rel": float(np.median(rel))}
+    """MAE / RMSE (metres), AbsRel (:func:`core.metrics.depth_metrics`, on the pixels of
+    ``mask`` where both have a value) and the median relative error of ``depth`` against
+    ``reference``; NaN figures when no pixel is left."""
+    reference = np.where(mask, reference, np.nan)
+    scored = depth_metrics(depth, reference, fill_missing=False)
+    with np.errstate(invalid="ignore"):
+        both = (reference > 0) & (depth > 0) & np.isfinite(depth) & np.isfinite(reference)
+    rel = np.abs(depth[both] - reference[both]) / reference[both]
+    return {"pixels": scored["pixels"], "mae_m": scored["mae_mm"] / 1000.0,  # mm to m
+            "rmse_m": scored["rmse_mm"] / 1000.0, "abs_rel": scored["abs_rel"],
+            "median_rel": float(np.median(rel)) if rel.size else np.nan}
 
 
 def check_frame(sample: dict, backends: dict, teacher, near: float = NEAR,

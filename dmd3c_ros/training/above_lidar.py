@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dmd3c_ros.core.coverage import MARGIN, WIDTH
 from dmd3c_ros.training.residual import build_residual_student
 from dmd3c_ros.training.student import build_student
 
@@ -50,8 +51,8 @@ class AboveConfig:
     image_scale: float = 80.0       # ... of the image student (its own depth_scale)
     image_min: float = 0.5          # metres: the image student's trained range
     rows: float = 0.5               # share of the input height the image student sees (top)
-    width: int = 61                 # columns: a return covers this many columns around it
-    margin: int = 10                # rows: a return covers this many rows above it
+    width: int = WIDTH              # columns: a return covers this many columns around it
+    margin: int = MARGIN            # rows: a return covers this many rows above it
 
 
 ABOVE_VARIANTS = {
@@ -61,7 +62,8 @@ ABOVE_VARIANTS = {
 
 
 def coverage(sparse: torch.Tensor, width: int, margin: int) -> torch.Tensor:
-    """(N, 1, h, w) 0/1 float: 1 where the LiDAR covers the pixel's column at or above it.
+    """(N, 1, h, w) 0/1 float: 1 where the LiDAR covers the pixel's column at or above it (the
+    rule of :func:`dmd3c_ros.core.coverage.lidar_coverage`, in graph operators).
 
     A return covers its own column and ``width // 2`` columns each side, from ``margin`` rows
     above it down to the bottom of the frame (a pixel below the top-most return of its column

@@ -261,7 +261,8 @@ class CropSampler:
             sparse = lidar_shift(sparse, rng, self.lidar_shift)
         target = target[crop]
         if self.footprint:
-            sparse = np.where(sparse > 0, beam_footprint(sparse, self.footprint), 0.0)
+            sparse = np.where(sparse > 0, beam_footprint(sparse, self.footprint),
+                              np.float32(0.0))  # returns only; float32 as the cache
             if self.footprint_target:
                 target = beam_footprint(target, self.footprint)
         out = {"rgb": photometric_jitter(rgb, rng) if self.jitter else rgb.astype(np.float32),
