@@ -112,15 +112,22 @@ def test_quantized_model_runs_and_stays_close(float_spec, sim_kitti, tmp_path):
     assert 0 < np.median(relative) < 0.1     # int8 differs from float, but not wildly
 
 
-def test_full_resolution_convolutions_stay_float(tmp_path_factory, sim_kitti, tmp_path):
+def test_fine_resolution_convolutions_stay_float(tmp_path_factory, sim_kitti, tmp_path):
     pytest.importorskip("onnxruntime")
-    from dmd3c_ros.deploy.quantize import full_resolution_nodes, quantize_model
+    from dmd3c_ros.deploy.quantize import fine_resolution_nodes, quantize_model
     v1 = _exported(tmp_path_factory, "tiny_v1")  # refinement at full resolution
-    full = full_resolution_nodes(load_spec(v1).onnx, SIZE)
+    onnx_path = load_spec(v1).onnx
+    full = fine_resolution_nodes(onnx_path, SIZE)
     assert full and all("refine" in n or "full_rgb" in n for n in full)
-    assert full_resolution_nodes(load_spec(v1).onnx, SIZE, op_types=("Gemm",)) == []
+    assert fine_resolution_nodes(onnx_path, SIZE, op_types=("Gemm",)) == []
+    assert fine_resolution_nodes(onnx_path, SIZE, max_stride=0) == []
+    half = fine_resolution_nodes(onnx_path, SIZE, max_stride=2)
+    assert set(full) < set(half)          # stride 2 adds the half-resolution convolutions
     result = quantize_model(v1, tmp_path / "q.onnx", sim_kitti, frames=1, log=lambda _: None)
-    assert result["kept_float"] == full
+    assert result["kept_float"] == half   # the default: strides 1 and 2 stay float
+    result = quantize_model(v1, tmp_path / "r.onnx", sim_kitti, frames=1, float_stride=0,
+                            log=lambda _: None)
+    assert result["kept_float"] == [] and result["quantize_nodes"] > 0
 
 
 def test_quantize_cli(float_spec, sim_kitti, tmp_path, capsys):
