@@ -12,7 +12,7 @@ SIM_DEMO := out/sim_demo
 # Tests keep all DDS traffic on this machine (DESIGN.md).
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo gpu-check clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,12 @@ demo: $(STAMP)
 		rm -rf $(SIM_DEMO) && $(BIN)/dmd3c sim --frames 1 --seed 0 --format kitti-sample --out $(SIM_DEMO) && \
 		$(BIN)/python -m dmd3c_ros.ros.demo --data $(SIM_DEMO)/0000000000 --out $(DEMO_OUT); \
 	fi
+
+# The TensorRT path on this machine's GPU (README: "Does it run on my GPU?"); refuses with exit
+# code 2 without one. GPU_CHECK_ARGS=--dry-run exercises the steps that need no GPU.
+GPU_CHECK_OUT ?= out/gpu_check
+gpu-check:
+	deploy/gpu_check.sh $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) out build install log *.egg-info

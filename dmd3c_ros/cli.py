@@ -388,8 +388,8 @@ def _run_export(args) -> int:
 
 def _add_deploy(subparsers) -> None:
     """The deployment commands, each registered by its own module in dmd3c_ros.deploy."""
-    from .deploy import bench, engine, quantize
-    for module in (quantize, engine, bench):
+    from .deploy import bench, engine, gpu_check, quantize
+    for module in (quantize, engine, bench, gpu_check):
         module.add_parser(subparsers)
 
 

@@ -331,13 +331,30 @@ def test_depth_parity_in_metres(mono_student):
     low, high = student.depth_range
     assert 0.5 / high <= shifted["mean_rel"] <= 0.5 / low
     json.dumps(shifted)  # JSON-able as it goes into --json
+    # The edge split: the row without a value borders on edges; the rest of a smooth field not.
+    assert shifted["edge_px"] > 0 and shifted["max_abs_edge_m"] == pytest.approx(0.5, abs=1e-4)
+    assert same["max_abs_edge_m"] == 0.0 and same["max_abs_interior_m"] == 0.0
+
+
+def test_depth_edges_mark_steps_and_holes():
+    from dmd3c_ros.deploy.engine import depth_edges
+    depth = np.full((8, 10), 10.0, np.float32)
+    depth[:, 5:] = 20.0           # a step between columns 4 and 5
+    depth[7, 0] = np.nan          # a hole in a corner
+    edges = depth_edges(depth)
+    assert edges[:, 4:6].all() and not edges[:6, :4].any() and not edges[:, 7:].any()
+    assert edges[6:, :2].all()    # the hole's neighbours
+    assert not depth_edges(np.full((4, 4), 5.0, np.float32)).any()
 
 
 # -- builds (TensorRT, pycuda and a GPU) ------------------------------------------------------
 # Tolerances, depth in metres against ONNX Runtime on the CPU: fp16 keeps about 3 significant
 # digits, so a 1% mean relative error and 0.5 m at most (80 m range) are generous; int8 with a
 # two-frame calibration is coarser: a 10% mean relative error.
-gpu = pytest.mark.skipif(not factory.tensorrt_available(), reason=NEEDS_GPU)
+def gpu(test):
+    """Marked ``gpu`` (``pytest -m gpu``, deploy/gpu_check.sh) and skipped without one."""
+    return pytest.mark.gpu(pytest.mark.skipif(not factory.tensorrt_available(),
+                                              reason=NEEDS_GPU)(test))
 
 
 @pytest.fixture(scope="module")

@@ -341,6 +341,7 @@ def test_tensorrt_missing_is_a_clear_error(spec):
         create_backend("tensorrt", spec)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(factory.cuda_device_count() == 0, reason="no CUDA GPU")
 @pytest.mark.skipif(not factory.tensorrt_installed(), reason="TensorRT and pycuda not installed")
 def test_tensorrt_engine_matches_onnxruntime(spec, tmp_path):

@@ -69,15 +69,17 @@ def depth_parity(backend, reference, frames) -> dict:
     """Compare two backends' depth on ``frames`` [(rgb, sparse or None)], in metres.
 
     Returns {"frames", "pixels", "max_abs_m", "mean_abs_m", "mean_rel", "max_rel",
-    "nan_mismatch_px"}: absolute differences in metres, relative ones as a fraction of the
-    reference depth, over the pixels where both give a value; ``nan_mismatch_px`` counts the
-    pixels where exactly one of them gives none.
+    "nan_mismatch_px", "edge_px", "max_abs_edge_m", "max_abs_interior_m"}: absolute differences
+    in metres, relative ones as a fraction of the reference depth, over the pixels where both
+    give a value; ``nan_mismatch_px`` counts the pixels where exactly one of them gives none.
+    The ``edge`` figures split the maximum at depth edges of the reference (:func:`depth_edges`),
+    where a reduced precision moves a boundary by a pixel and the difference is the step's size.
     """
     rgbs = [rgb for rgb, _ in frames]
     sparses = [sparse for _, sparse in frames]
     got = backend.infer_batch(rgbs, sparses)
     want = reference.infer_batch(rgbs, sparses)
-    absolute, relative, mismatch = [], [], 0
+    absolute, relative, edges, mismatch = [], [], [], 0
     for a, b in zip(got, want):
         finite_a, finite_b = np.isfinite(a.depth), np.isfinite(b.depth)
         mismatch += int(np.count_nonzero(finite_a != finite_b))
@@ -85,15 +87,37 @@ def depth_parity(backend, reference, frames) -> dict:
         diff = np.abs(a.depth[both] - b.depth[both]).astype(np.float64)
         absolute.append(diff)
         relative.append(diff / np.maximum(np.abs(b.depth[both]), 1e-6))
+        edges.append(depth_edges(b.depth)[both])
     absolute_all = np.concatenate(absolute) if absolute else np.zeros(0)
     relative_all = np.concatenate(relative) if relative else np.zeros(0)
     if absolute_all.size == 0:
         return {"frames": len(frames), "pixels": 0, "max_abs_m": None, "mean_abs_m": None,
-                "mean_rel": None, "max_rel": None, "nan_mismatch_px": mismatch}
+                "mean_rel": None, "max_rel": None, "nan_mismatch_px": mismatch, "edge_px": 0,
+                "max_abs_edge_m": None, "max_abs_interior_m": None}
+    edge_all = np.concatenate(edges)
+
+    def largest(values: np.ndarray) -> float | None:
+        return float(values.max()) if values.size else None
+
     return {"frames": len(frames), "pixels": int(absolute_all.size),
             "max_abs_m": float(absolute_all.max()), "mean_abs_m": float(absolute_all.mean()),
             "mean_rel": float(relative_all.mean()), "max_rel": float(relative_all.max()),
-            "nan_mismatch_px": mismatch}
+            "nan_mismatch_px": mismatch, "edge_px": int(edge_all.sum()),
+            "max_abs_edge_m": largest(absolute_all[edge_all]),
+            "max_abs_interior_m": largest(absolute_all[~edge_all])}
+
+
+def depth_edges(depth: np.ndarray, ratio: float = 1.1) -> np.ndarray:
+    """(H, W) bool: pixels whose 3x3 neighbourhood spans more than ``ratio`` in depth (a step),
+    or touches a pixel without depth (NaN or <= 0)."""
+    import cv2
+
+    valid = np.isfinite(depth) & (depth > 0)
+    kernel = np.ones((3, 3), np.uint8)
+    high = cv2.dilate(np.where(valid, depth, 0.0).astype(np.float32), kernel)
+    low = cv2.erode(np.where(valid, depth, np.inf).astype(np.float32), kernel)
+    holes = cv2.dilate((~valid).astype(np.uint8), kernel) > 0
+    return holes | (high > ratio * low)
 
 
 def _check_parity(backend, spec, samples, max_batch: int) -> dict:
@@ -257,6 +281,10 @@ def format_result(result: dict) -> str:
         lines.append(f"  vs ONNX Runtime on {parity['inputs']}: depth max |diff| "
                      f"{parity['max_abs_m']:.4f} m, mean |diff| {parity['mean_abs_m']:.4f} m, "
                      f"mean relative error {parity['mean_rel']:.2e}")
+        if parity.get("max_abs_edge_m") is not None:
+            lines.append(f"    max |diff| at depth edges {parity['max_abs_edge_m']:.4f} m "
+                         f"({parity['edge_px']} px), elsewhere "
+                         f"{(parity['max_abs_interior_m'] or 0.0):.4f} m")
     return "\n".join(lines)
 
 
@@ -316,5 +344,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["ENGINE_PRECISIONS", "add_parser", "build_engine", "depth_parity", "format_result",
+__all__ = ["ENGINE_PRECISIONS", "add_parser", "build_engine", "depth_edges", "depth_parity", "format_result",
            "parity_frames", "run"]

@@ -77,18 +77,21 @@ class Messages:
 def run_node(frame, *, backend: str = "onnxruntime", model: str | None = None,
              rate_hz: float = 10.0, seconds: float = 10.0, domain_id: int | None = None,
              ready_timeout_s: float = 90.0, log_path=None, soak_interval_s: float | None = None,
-             say: Callable[[str], None] = print) -> dict:
+             parameters: dict | None = None, say: Callable[[str], None] = print) -> dict:
     """Stream ``frame`` to the completion node in its own process and return the node block.
 
     With ``soak_interval_s`` the run is a soak: a ``SoakRecorder`` sample every that many
     seconds (a progress line each), and the block gets a ``soak`` entry (``soak_summary``).
+
+    ``parameters``: more node parameters (e.g. ``precision``, ``engine_cache_dir``).
 
     Raises:
         NodeProcessError: the node died; TimeoutError: it never answered.
     """
     domain_id = free_domain_id() if domain_id is None else int(domain_id)
     parameters = {"backend": backend, "model": model,
-                  "lidar_to_camera": lidar_to_camera_parameter(frame.lidar_to_camera)}
+                  "lidar_to_camera": lidar_to_camera_parameter(frame.lidar_to_camera),
+                  **(parameters or {})}
     node = NodeProcess(parameters, ros_process_env(domain_id), log_path=log_path)
     setup_process_env()  # this process: LOCALHOST discovery, the Fast DDS profile (domain below)
     context = rclpy.Context()
