@@ -21,8 +21,11 @@ setup(
     ],
     install_requires=["setuptools"],
     extras_require={
-        # NVIDIA GPU inference. On Jetson use the TensorRT of JetPack instead of the wheel.
-        "tensorrt": ["tensorrt-cu12==11.4.0.106", "pycuda==2026.1"],
+        # NVIDIA GPU inference: TensorRT and NVIDIA's CUDA driver bindings (binary wheels: the
+        # NVIDIA driver is all they need). On Jetson use the TensorRT of JetPack instead.
+        "tensorrt": ["tensorrt-cu12==11.4.0.106", "cuda-python==12.9.10"],
+        # pycuda instead of cuda-python where it is wanted (pip builds it: needs the CUDA toolkit).
+        "pycuda": ["pycuda==2026.1"],
     },
     zip_safe=True,
     maintainer="dmd3c_ros developers",

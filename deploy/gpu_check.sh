@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # The TensorRT path on this machine's NVIDIA GPU, in one run (issue 19; README "Does it run on my
 # GPU?"). Needs only the NVIDIA driver and Python 3.11+: creates .venv (make venv), installs the
-# `tensorrt` extra (TensorRT and the CUDA bindings, pinned in setup.py), then runs
+# `tensorrt` extra (TensorRT and cuda-python, binary wheels pinned in setup.py), then runs
 # `dmd3c gpu-check OUT`, which writes OUT/gpu_check.json and OUT/gpu_check.md.
 #
 #   deploy/gpu_check.sh OUT [--dry-run] [--wheels DIR] [dmd3c gpu-check options]
 #
 # --dry-run: no GPU needed; runs every step that needs none, records the others as skipped.
 # --wheels DIR: install the extra from wheel files in DIR (a machine without a package index).
-# Without a GPU and without --dry-run: one line on stderr, exit code 2. The `tensorrt` extra's
-# pycuda is built from source, so a GPU run also needs the CUDA toolkit (nvcc): exit code 3 without.
+# Without a GPU and without --dry-run: one line on stderr, exit code 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
@@ -33,11 +32,6 @@ fi
 started=$(date +%s)
 make --no-print-directory venv
 if [ $dry_run = 0 ]; then
-    # pycuda has no binary wheel: pip builds it, which needs the CUDA toolkit (nvcc, cuda.h).
-    if ! .venv/bin/python -c 'import pycuda' 2>/dev/null && ! command -v nvcc >/dev/null; then
-        echo "gpu_check: pycuda is not installed and building it needs the CUDA toolkit (nvcc, cuda.h), which is not here: install the toolkit (on Jetson: JetPack) and run again" >&2
-        exit 3
-    fi
     index=()
     [ -n "$wheels" ] && index=(--no-index --find-links "$wheels")
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "${index[@]}" \

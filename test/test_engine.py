@@ -18,13 +18,13 @@ from dmd3c_ros.deploy import engine as engine_module
 from dmd3c_ros.deploy.calibration import calibration_feeds, calibration_samples
 from dmd3c_ros.deploy.engine import build_engine, depth_parity, parity_frames
 from dmd3c_ros.paths import default_model_spec
-from dmd3c_ros.runtime import factory, tensorrt_backend
+from dmd3c_ros.runtime import factory, tensorrt_backend, tensorrt_calibration
 from dmd3c_ros.runtime.base import BackendError, BackendUnavailableError
 from dmd3c_ros.runtime.spec import load_spec
 from dmd3c_ros.runtime.tensorrt_backend import (TensorRTBackend, calibration_cache_path,
                                                 rebatch_feeds, timing_cache_path)
 
-NEEDS_GPU = "needs TensorRT, pycuda and an NVIDIA GPU"
+NEEDS_GPU = "needs TensorRT, CUDA bindings (cuda-python or pycuda) and an NVIDIA GPU"
 SHA_A, SHA_B = "ab" * 32, "cd" * 32
 
 
@@ -235,7 +235,7 @@ def fake_cuda(monkeypatch):
     pycuda.driver = driver
     for name, module in (("tensorrt", trt), ("pycuda", pycuda), ("pycuda.driver", driver)):
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(tensorrt_backend, "_CALIBRATOR_CLASS", None)  # made with the stand-ins
+    monkeypatch.setattr(tensorrt_calibration, "_CALIBRATOR_CLASS", None)  # made with the stand-ins
     return allocations
 
 

@@ -337,13 +337,13 @@ def test_tensorrt_int8_needs_a_calibrator(spec):
 
 @pytest.mark.skipif(factory.tensorrt_installed(), reason="TensorRT is installed here")
 def test_tensorrt_missing_is_a_clear_error(spec):
-    with pytest.raises(BackendUnavailableError, match="pip install tensorrt pycuda"):
+    with pytest.raises(BackendUnavailableError, match="TensorRT and cuda-python"):
         create_backend("tensorrt", spec)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(factory.cuda_device_count() == 0, reason="no CUDA GPU")
-@pytest.mark.skipif(not factory.tensorrt_installed(), reason="TensorRT and pycuda not installed")
+@pytest.mark.skipif(not factory.tensorrt_installed(), reason="TensorRT and CUDA bindings not installed")
 def test_tensorrt_engine_matches_onnxruntime(spec, tmp_path):
     reference = OnnxRuntimeBackend(spec)
     frames = [frame(120, 300, 11), frame(90, 400, 12)]

@@ -80,7 +80,7 @@ INT8_SPEC = "student_int8.yaml"  # an INT8-quantised student next to the shipped
 STAGES = ("decode", "projection", "preprocess", "inference", "postprocess", "encode", "total")
 NODE_OPTIONS = ("node_backend", "rate", "seconds", "domain_id", "ready_timeout")
 SOAK_OPTIONS = ("soak_interval",)
-TENSORRT_SKIPPED = "not measured: no GPU (TensorRT, pycuda or a CUDA device missing)"
+TENSORRT_SKIPPED = "not measured: no GPU (TensorRT, CUDA bindings or a CUDA device missing)"
 NO_MESSAGES = "decode and encode not measured: the ROS 2 message libraries are missing ({error})"
 # ------------------------------------------------------------------------------------- frame
 

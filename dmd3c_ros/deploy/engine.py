@@ -177,7 +177,7 @@ def build_engine(spec_path, precision: str, *, engine_cache_dir=None, max_batch:
     Raises:
         ValueError: a bad precision or count; ModelSpecError: a bad spec;
         CalibrationError: int8 without calibration frames or cache, or unreadable frames;
-        BackendUnavailableError: no TensorRT, pycuda or GPU; BackendError: the build failed.
+        BackendUnavailableError: no TensorRT, CUDA bindings or GPU; BackendError: the build failed.
     """
     if precision not in ENGINE_PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(ENGINE_PRECISIONS)}, got "
@@ -344,5 +344,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["ENGINE_PRECISIONS", "add_parser", "build_engine", "depth_edges", "depth_parity", "format_result",
-           "parity_frames", "run"]
+__all__ = ["ENGINE_PRECISIONS", "add_parser", "build_engine", "depth_edges", "depth_parity",
+           "format_result", "parity_frames", "run"]

@@ -43,7 +43,8 @@ def _timing(step: dict) -> list[str]:
 
 def _node(step: dict) -> list[str]:
     return [f"- backend {step.get('backend')}, {step.get('resolution')} at "
-            f"{step.get('rate_hz')} Hz for {step.get('stream_seconds')} s, frame {step.get('frame')}",
+            f"{step.get('rate_hz')} Hz for {step.get('stream_seconds')} s, "
+            f"frame {step.get('frame')}",
             f"- in-node p50 / p95: {_ms(step.get('p50_ms'))} / {_ms(step.get('p95_ms'))} ms; "
             f"answered {step.get('frames_answered')} of {step.get('frames_sent')}",
             f"- node stages p50 ms: {step.get('node_stages_p50_ms')}"]

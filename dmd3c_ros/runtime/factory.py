@@ -1,8 +1,8 @@
 """Backend selection: ``create_backend(name, spec, ...)`` for auto|tensorrt|onnxruntime|torch|classical.
 
-``auto`` resolves to ``tensorrt`` when :func:`tensorrt_available` (TensorRT and pycuda importable
-and a CUDA device present), else ``onnxruntime``. The detection functions are module-level so that
-tests can patch them; backend modules are imported only when their backend is created.
+``auto`` resolves to ``tensorrt`` when :func:`tensorrt_available` (TensorRT and CUDA bindings
+importable and a CUDA device present), else ``onnxruntime``. The detection functions are
+module-level so that tests can patch them; backend modules are imported only when their backend is created.
 """
 from __future__ import annotations
 
@@ -22,19 +22,20 @@ NETWORK_BACKENDS = ("tensorrt", "onnxruntime", "torch")
 
 
 def tensorrt_installed() -> bool:
-    """True when both ``tensorrt`` and ``pycuda.driver`` import."""
+    """True when ``tensorrt`` and CUDA bindings (pycuda or cuda-python, ``gpu_libs``) import."""
     try:
-        importlib.import_module("tensorrt")
-        importlib.import_module("pycuda.driver")
-    except Exception:  # ImportError, or a broken install raising OSError at import
+        from dmd3c_ros.runtime.gpu_libs import import_tensorrt
+        import_tensorrt()
+    except Exception:  # not installed, or a broken install raising OSError at import
         return False
     return True
 
 
 def cuda_device_count() -> int:
-    """Number of CUDA devices pycuda sees (0 without pycuda, driver or GPU)."""
+    """Number of CUDA devices the CUDA bindings see (0 without them, the driver or a GPU)."""
     try:
-        cuda = importlib.import_module("pycuda.driver")
+        from dmd3c_ros.runtime.gpu_libs import cuda_api
+        cuda = cuda_api()
         cuda.init()
         return int(cuda.Device.count())
     except Exception:
@@ -42,7 +43,7 @@ def cuda_device_count() -> int:
 
 
 def tensorrt_available() -> bool:
-    """True when the TensorRT backend can run here: TensorRT, pycuda and a CUDA GPU."""
+    """True when the TensorRT backend can run here: TensorRT, CUDA bindings and a CUDA GPU."""
     return tensorrt_installed() and cuda_device_count() > 0
 
 
