@@ -256,7 +256,7 @@ def _run_eval_nuscenes(args) -> int:
     summary = evaluate_surround(
         args.nuscenes, backends=args.backend or ["auto"], models=args.model,
         holdout_every=5 if args.holdout_every is None else args.holdout_every,
-        precision=args.precision, engine_cache_dir=args.engine_cache_dir,
+        precision=args.precision, engine_cache_dir=args.engine_cache_dir, seams_dir=args.out,
         progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     print(format_tables(summary))
     print(f"wrote {write_json(args.json or Path(args.out) / 'eval.json', summary)}")

@@ -12,8 +12,8 @@ from dmd3c_ros.core.camera import CalibrationError, PinholeCamera
 from dmd3c_ros.core.io import InputFileError
 from dmd3c_ros.core.nuscenes_sample import CAMERAS, load_nuscenes_sample, ring_order
 from dmd3c_ros.core.projection import project_to_depth
-from dmd3c_ros.core.surround import (mean_figures, overlap_disagreement, pair_disagreement,
-                                     ring_pairs)
+from dmd3c_ros.core.surround import (FIGURES, mean_figures, overlap_disagreement, pair_disagreement,
+                                     ring_pairs, seam_map)
 from dmd3c_ros.evaluation.lidar_split import holdout_every_mask, split_sweep
 
 CAMERA = PinholeCamera.from_intrinsics(80.0, 80.0, 63.5, 47.5, 128, 96)
@@ -72,6 +72,17 @@ def test_exact_depths_of_one_plane_agree():
     assert scaled["rmse_m"] == pytest.approx(0.1 * PLANE_Z, rel=1e-4)
     assert scaled["mean_m"] == pytest.approx(-0.1 * PLANE_Z, rel=1e-4)
     assert scaled["abs_rel"] == pytest.approx(0.1 / 1.1, rel=1e-4)
+    # Relative to the pair's mean depth: |12 - 13.2| / 12.6 on every compared pixel.
+    assert scaled["median_rel_pct"] == pytest.approx(100 * 1.2 / 12.6, rel=1e-4)
+    assert scaled["p90_rel_pct"] == pytest.approx(100 * 1.2 / 12.6, rel=1e-4)
+    assert figures["median_rel_pct"] < 1e-3 and figures["p90_rel_pct"] < 1e-3
+    # The seam map: that figure on exactly the compared pixels of A, NaN elsewhere.
+    seams = seam_map(depth_a, CAMERA, a_from_lidar, depth_b * 1.1, CAMERA, b_from_lidar)
+    assert seams.shape == depth_a.shape and np.isfinite(seams).sum() == scaled["pixels"]
+    np.testing.assert_allclose(seams[np.isfinite(seams)], 100 * 1.2 / 12.6, rtol=1e-4)
+    # A turned right sees B's field of view on its left side: the compared pixels lie there.
+    columns = np.nonzero(np.isfinite(seams).any(axis=0))[0]
+    assert columns.min() == 0 and columns.max() < CAMERA.width - 1
 
 
 def test_pair_pools_both_directions_and_scaling_shows():
@@ -109,14 +120,19 @@ def test_no_overlap_and_missing_values():
 
 def test_mean_figures_skips_empty_pairs():
     rows = [{"pixels": 10, "mean_abs_m": 1.0, "median_abs_m": 1.0, "rmse_m": 2.0,
-             "abs_rel": 0.1, "mean_m": 1.0},
+             "abs_rel": 0.1, "mean_m": 1.0, "median_rel_pct": 4.0, "p90_rel_pct": 9.0},
             {"pixels": 30, "mean_abs_m": 3.0, "median_abs_m": 2.0, "rmse_m": 4.0,
-             "abs_rel": 0.3, "mean_m": -1.0},
-            {"pixels": 0, "mean_abs_m": float("nan"), "median_abs_m": float("nan"),
-             "rmse_m": float("nan"), "abs_rel": float("nan"), "mean_m": float("nan")}]
+             "abs_rel": 0.3, "mean_m": -1.0, "median_rel_pct": 2.0, "p90_rel_pct": 5.0},
+            {"pixels": 0, **{k: float("nan") for k in FIGURES}}]
     mean = mean_figures(rows)
     assert mean["pairs"] == 2 and mean["pixels"] == 40
     assert mean["mean_abs_m"] == 2.0 and mean["mean_m"] == 0.0
+    assert mean["median_rel_pct"] == 3.0 and mean["p90_rel_pct"] == 7.0
+    assert "slivers" not in mean
+    # A pair with under 40 % of the largest pair's pixels is a sliver: left out of the mean.
+    slivered = mean_figures(rows, sliver=0.4)
+    assert slivered["pairs"] == 1 and slivered["slivers"] == 1 and slivered["pixels"] == 30
+    assert slivered["mean_abs_m"] == 3.0
 
 
 # ------------------------------------------------------------------------------ holdout split

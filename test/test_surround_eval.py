@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import cv2
 import pytest
 
 from dmd3c_ros.cli import main
@@ -29,14 +30,29 @@ def test_eval_nuscenes_classical(nuscenes_sample, tmp_path, capsys):
     assert list(result["consistency"]) == pairs + ["mean"]
     assert result["consistency"]["CAM_FRONT|CAM_FRONT_RIGHT"]["pixels"] > 1000
     assert all(math.isfinite(result["consistency"]["mean"][f]) for f in FIGURES)
+    # CAM_BACK / CAM_BACK_LEFT meet in a sliver (a few hundred pixels): not in the mean.
+    assert 0 < result["consistency"]["CAM_BACK|CAM_BACK_LEFT"]["pixels"] < 1000
+    assert result["consistency"]["mean"]["pairs"] == 5
+    assert result["consistency"]["mean"]["slivers"] == 1
     reference = summary["reference"]["lidar_ground_truth"]["consistency"]
     assert list(reference) == pairs + ["mean"]
     assert reference["mean"]["median_abs_m"] < 0.1  # metres: the same points from two cameras
     run = summary["run"]
     assert run["holdout_every"] == 5 and run["points_held_out"] == math.ceil(34688 / 5)
     assert run["points_input"] + run["points_held_out"] == 34688
+    assert reference["mean"]["median_rel_pct"] < 1.0  # per cent, likewise
     report = (out / "report.md").read_text()
     assert "CAM_FRONT / CAM_FRONT_RIGHT" in report and "--holdout-every 5" in report
+    # The seams: one picture per run and one of the held-out LiDAR, six tiles side by side.
+    assert run["seams"] == {"classical": "seams_classical.png",
+                            "reference: held-out LiDAR": "seams_lidar_ground_truth.png"}
+    for file in run["seams"].values():
+        picture = cv2.imread(str(out / file))
+        assert picture is not None and picture.shape[1] == 6 * 400
+        assert f"]({file})" in report
+    seams = cv2.imread(str(out / "seams_classical.png"))
+    dimmed = seams.max(axis=2) <= int(255 * 0.35) + 1   # the camera image, dimmed
+    assert 0.005 < (~dimmed).mean() < 0.5                # the seams coloured on top
     assert "| classical | CAM_BACK |" in capsys.readouterr().out
 
 

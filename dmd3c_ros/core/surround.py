@@ -24,7 +24,8 @@ import numpy as np
 from .camera import PinholeCamera
 from .projection import depth_to_points, project_points
 
-FIGURES = ("mean_abs_m", "median_abs_m", "rmse_m", "abs_rel", "mean_m")
+FIGURES = ("mean_abs_m", "median_abs_m", "rmse_m", "abs_rel", "mean_m", "median_rel_pct",
+           "p90_rel_pct")
 
 
 def ring_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
@@ -43,14 +44,15 @@ def ring_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def overlap_depths(depth_a: np.ndarray, camera_a: PinholeCamera, a_from_lidar: np.ndarray,
-                   depth_b: np.ndarray, camera_b: PinholeCamera, b_from_lidar: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   depth_b: np.ndarray, camera_b: PinholeCamera, b_from_lidar: np.ndarray,
+                   *, pixels: bool = False):
     """The depths ``overlap_disagreement`` compares (arguments as there).
 
     Returns:
         (depth of A's points in B (K,) float64 metres, B's depth on the pixels they land on (K,)
         float64 metres), one entry per valid pixel of A that lands inside B, in front of it,
-        on a pixel with a depth of B.
+        on a pixel with a depth of B; with ``pixels`` also the (row, column) of those pixels
+        in A, two (K,) int arrays.
     """
     depth_b = np.asarray(depth_b, dtype=np.float64)
     if depth_b.shape != (camera_b.height, camera_b.width):
@@ -62,7 +64,29 @@ def overlap_depths(depth_a: np.ndarray, camera_a: PinholeCamera, a_from_lidar: n
     visible, u, v, w = project_points(points_a, camera_b, b_from_a, min_depth=1e-6)
     reference = depth_b[v[visible], u[visible]]
     ok = np.isfinite(reference) & (reference > 0)
-    return w[visible][ok], reference[ok]
+    if not pixels:
+        return w[visible][ok], reference[ok]
+    depth_a = np.asarray(depth_a)
+    rows, columns = np.nonzero(np.isfinite(depth_a) & (depth_a > 0))  # depth_to_points' order
+    return w[visible][ok], reference[ok], rows[visible][ok], columns[visible][ok]
+
+
+def relative_disagreement(depth: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """|depth - reference| / their mean, in per cent (both metres, > 0)."""
+    depth, reference = np.asarray(depth, np.float64), np.asarray(reference, np.float64)
+    return 200.0 * np.abs(depth - reference) / (depth + reference)
+
+
+def seam_map(depth_a: np.ndarray, camera_a: PinholeCamera, a_from_lidar: np.ndarray,
+             depth_b: np.ndarray, camera_b: PinholeCamera, b_from_lidar: np.ndarray
+             ) -> np.ndarray:
+    """(H_a, W_a) float32: at each pixel of A that ``overlap_disagreement`` compares with B,
+    the :func:`relative_disagreement` in per cent; NaN elsewhere (arguments as there)."""
+    carried, reference, rows, columns = overlap_depths(
+        depth_a, camera_a, a_from_lidar, depth_b, camera_b, b_from_lidar, pixels=True)
+    out = np.full((camera_a.height, camera_a.width), np.nan, np.float32)
+    out[rows, columns] = relative_disagreement(carried, reference)
+    return out
 
 
 def disagreement_figures(depth: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -70,8 +94,10 @@ def disagreement_figures(depth: np.ndarray, reference: np.ndarray) -> dict[str, 
 
     Returns:
         ``pixels`` (K), ``mean_abs_m``, ``median_abs_m``, ``rmse_m`` (metres), ``abs_rel``
-        (mean of |depth - reference| / reference) and ``mean_m`` (signed mean of depth -
-        reference: positive when the first lies behind the second); NaN figures when K = 0.
+        (mean of |depth - reference| / reference), ``mean_m`` (signed mean of depth -
+        reference: positive when the first lies behind the second), ``median_rel_pct`` and
+        ``p90_rel_pct`` (median and 90th percentile of :func:`relative_disagreement`, per cent);
+        NaN figures when K = 0.
     """
     depth = np.asarray(depth, dtype=np.float64).ravel()
     reference = np.asarray(reference, dtype=np.float64).ravel()
@@ -81,12 +107,15 @@ def disagreement_figures(depth: np.ndarray, reference: np.ndarray) -> dict[str, 
         return {"pixels": 0, **{name: float("nan") for name in FIGURES}}
     diff = depth - reference
     absolute = np.abs(diff)
+    relative = relative_disagreement(depth, reference)
     return {"pixels": int(depth.size),
             "mean_abs_m": float(absolute.mean()),
             "median_abs_m": float(np.median(absolute)),
             "rmse_m": float(np.sqrt(np.mean(diff ** 2))),
             "abs_rel": float(np.mean(absolute / reference)),
-            "mean_m": float(diff.mean())}
+            "mean_m": float(diff.mean()),
+            "median_rel_pct": float(np.median(relative)),
+            "p90_rel_pct": float(np.percentile(relative, 90))}
 
 
 def overlap_disagreement(depth_a: np.ndarray, camera_a: PinholeCamera, a_from_lidar: np.ndarray,
@@ -121,16 +150,23 @@ def pair_disagreement(depth_a: np.ndarray, camera_a: PinholeCamera, a_from_lidar
     return disagreement_figures(np.concatenate([ab[0], ba[0]]), np.concatenate([ab[1], ba[1]]))
 
 
-def mean_figures(rows: Sequence[dict]) -> dict[str, float]:
+def mean_figures(rows: Sequence[dict], sliver: float = 0.0) -> dict[str, float]:
     """Unweighted mean of each figure over the rows that compared any pixel, with ``pairs``
-    (rows averaged) and ``pixels`` (their total)."""
+    (rows averaged) and ``pixels`` (their total). With ``sliver`` > 0 a row that compared fewer
+    than ``sliver`` x the largest row's pixels (a sliver of overlap, whose few pixels sit where
+    two fields of view barely meet) is left out of the mean; ``slivers`` counts those."""
     rows = [r for r in rows if r.get("pixels", 0) > 0]
-    out: dict[str, float] = {name: float(np.mean([r[name] for r in rows])) if rows
+    largest = max((r["pixels"] for r in rows), default=0)
+    kept = [r for r in rows if r["pixels"] >= sliver * largest]
+    out: dict[str, float] = {name: float(np.mean([r[name] for r in kept])) if kept
                              else float("nan") for name in FIGURES}
-    out["pairs"] = len(rows)
-    out["pixels"] = int(sum(r["pixels"] for r in rows))
+    out["pairs"] = len(kept)
+    out["pixels"] = int(sum(r["pixels"] for r in kept))
+    if sliver > 0:
+        out["slivers"] = len(rows) - len(kept)
     return out
 
 
 __all__ = ["FIGURES", "disagreement_figures", "mean_figures", "overlap_depths",
-           "overlap_disagreement", "pair_disagreement", "ring_pairs"]
+           "overlap_disagreement", "pair_disagreement", "relative_disagreement", "ring_pairs",
+           "seam_map"]

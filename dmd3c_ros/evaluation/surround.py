@@ -10,7 +10,9 @@ One sweep, six cameras, as the surround node sees them:
    code path) and each camera is scored against its ground truth with ``core.metrics`` (KITTI
    devkit semantics); ``mean`` is the unweighted mean over cameras.
 3. Cross-view consistency (``core.surround.pair_disagreement``) of each adjacent pair of
-   predictions on the camera ring, both directions pooled, and the mean over pairs.
+   predictions on the camera ring, both directions pooled, and the mean over pairs (a sliver of
+   overlap, under ``SLIVER`` of the largest pair's pixels, is reported but not averaged); with
+   ``seams_dir`` a picture of the seams (:mod:`.seams`).
 4. Reference (``"reference"`` in the JSON): the same consistency of the held-out ground-truth
    maps themselves, where both cameras of a pair have a return on the landing pixel. Both maps
    come from the same points of one sweep, so what is left is pixel rounding (a return sits at
@@ -30,7 +32,7 @@ JSON (written with ``core.io.write_json``)::
 
 metrics: ``core.metrics.METRIC_NAMES`` (rmse_mm, mae_mm, irmse_per_km, imae_per_km, abs_rel,
 sq_rel, delta1-3) and ``pixels``; figures: ``core.surround`` (pixels, mean_abs_m, median_abs_m,
-rmse_m, abs_rel, mean_m). NaN is written as null.
+rmse_m, abs_rel, mean_m, median_rel_pct, p90_rel_pct). NaN is written as null.
 """
 from __future__ import annotations
 
@@ -46,6 +48,12 @@ from dmd3c_ros.runtime.pipeline import View
 from .lidar_split import split_sweep
 from .offline import create_runs
 from .report import _fmt
+from .seams import MAX_PCT, write_seam_picture
+
+# A pair that compares fewer than this share of the run's largest pair's pixels is a sliver of
+# overlap (nuScenes' CAM_BACK / CAM_BACK_LEFT: about 6 degrees where the fields of view meet):
+# reported, not averaged.
+SLIVER = 0.01
 
 
 def pair_key(a: str, b: str) -> str:
@@ -61,12 +69,12 @@ def consistency(depths: dict, views: dict, names) -> dict:
     ring = [n for n in names if n in depths]
     rows = {pair_key(a, b): pair_disagreement(depths[a], *views[a], depths[b], *views[b])
             for a, b in ring_pairs(ring)}
-    return {**rows, "mean": mean_figures(list(rows.values()))}
+    return {**rows, "mean": mean_figures(list(rows.values()), sliver=SLIVER)}
 
 
 def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: int = 5,
                       min_depth: float = 0.1, max_depth: float = 100.0, precision: str = "fp32",
-                      engine_cache_dir=None,
+                      engine_cache_dir=None, seams_dir=None,
                       progress: Callable[[str], None] | None = None) -> dict:
     """Evaluate backends / models on a nuScenes sample folder (see the module docstring).
 
@@ -77,6 +85,8 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
         min_depth, max_depth: metres; projection range of input and ground truth, and the
             prediction range (the node's).
         precision, engine_cache_dir: for the TensorRT backend.
+        seams_dir: when given, ``seams_<name>.png`` of each run and of the held-out LiDAR
+            there (:mod:`.seams`; named in the summary's ``run.seams``).
         progress: called with one line of text per model.
     Returns:
         the summary (JSON layout in the module docstring), NaN kept as float NaN.
@@ -90,7 +100,8 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
     batch = [View(c.rgb, c.camera, kept, c.lidar_to_camera) for c in sample.cameras]
     runs = create_runs(backends, models, min_depth=min_depth, max_depth=max_depth,
                        precision=precision, engine_cache_dir=engine_cache_dir)
-    results = {}
+    results, seams = {}, {}
+    images = {c.name: c.rgb for c in sample.cameras}
     try:
         for run in runs:
             start = time.perf_counter()
@@ -105,6 +116,9 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
                 "consistency": consistency(depths, views, names),
                 "batch_ms": {"total": total_ms, **out.timings_ms},
                 "skipped": [names[i] for i in out.skipped]}
+            if seams_dir is not None:
+                seams[run.name] = write_seam_picture(seams_dir, run.name, images, depths, views,
+                                                     names).name
             if progress is not None:
                 progress(f"{run.name}: {len(depths)} cameras in one batch, "
                          f"{total_ms:.0f} ms, mean RMSE {mean['rmse_mm']:.0f} mm")
@@ -112,6 +126,9 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
         for run in runs:
             run.pipeline.backend.close()
     reference = {"lidar_ground_truth": {"consistency": consistency(truth, views, names)}}
+    if seams_dir is not None:
+        seams["reference: held-out LiDAR"] = write_seam_picture(
+            seams_dir, "lidar_ground_truth", images, truth, views, names).name
     stamps = {c.name: c.stamp for c in sample.cameras}
     run_info = {
         "source": str(folder), "kind": "nuscenes", "cameras": names,
@@ -125,7 +142,8 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
         "lidar_stamp": sample.lidar_stamp,
         "camera_minus_lidar_s": {n: None if s is None or sample.lidar_stamp is None
                                  else s - sample.lidar_stamp for n, s in stamps.items()},
-        "models": {r.name: {"backend": r.backend, "model": r.model} for r in runs}}
+        "models": {r.name: {"backend": r.backend, "model": r.model} for r in runs},
+        "seams": seams}
     return {"results": results, "reference": reference, "run": run_info}
 
 
@@ -137,7 +155,9 @@ METRIC_COLUMNS = (("pixels", "pixels", "{:d}"), ("RMSE [mm]", "rmse_mm", "{:.1f}
                   ("delta1", "delta1", "{:.3f}"))
 FIGURE_COLUMNS = (("pixels", "pixels", "{:d}"), ("mean abs [m]", "mean_abs_m", "{:.3f}"),
                   ("median abs [m]", "median_abs_m", "{:.3f}"), ("RMSE [m]", "rmse_m", "{:.3f}"),
-                  ("AbsRel", "abs_rel", "{:.4f}"), ("mean [m]", "mean_m", "{:+.3f}"))
+                  ("AbsRel", "abs_rel", "{:.4f}"), ("mean [m]", "mean_m", "{:+.3f}"),
+                  ("median rel [%]", "median_rel_pct", "{:.2f}"),
+                  ("p90 rel [%]", "p90_rel_pct", "{:.2f}"))
 
 
 def _table(head, columns, rows) -> list[str]:
@@ -165,7 +185,9 @@ def format_tables(summary: dict) -> str:
              ["consistency"])]:
         rows += [((name, pair.replace("|", " / ")), f) for pair, f in c.items()
                  if pair != "mean"]  # a bare | would split the Markdown cell
-        rows.append(((name, f"**mean of {c['mean'].get('pairs', 0)} pairs**"), c["mean"]))
+        slivers = c["mean"].get("slivers", 0)
+        rows.append(((name, f"**mean of {c['mean'].get('pairs', 0)} pairs**"
+                      + (f" ({slivers} sliver left out)" if slivers else "")), c["mean"]))
     md += ["", "### Cross-view consistency (adjacent cameras, both directions pooled)", ""]
     md += _table(("name", "pair"), FIGURE_COLUMNS, rows)
     return "\n".join(md)
@@ -191,7 +213,7 @@ def write_surround_report(out_dir, summary: dict, *, command: str) -> Path:
         "Consistency: each valid pixel of one camera lifted to 3-D, carried into its ring "
         "neighbour through the LiDAR frame and compared with the neighbour's depth where it "
         "lands (both directions pooled); occlusion between the two viewpoints counts as "
-        "disagreement. The reference rows do the same with the held-out LiDAR maps (only "
+        "disagreement; rel = |d_a - d_b| / ((d_a + d_b) / 2). The reference rows do the same with the held-out LiDAR maps (only "
         "pixels where both have a return; the same points seen from two cameras): the floor "
         "set by pixel rounding and occlusion.",
     ]
@@ -202,6 +224,10 @@ def write_surround_report(out_dir, summary: dict, *, command: str) -> Path:
     md = [f"# dmd3c eval: {run['source']}", "", "Command:", "", "```", command, "```", "",
           "## How the figures were made", ""] + [f"- {line}" for line in setup]
     md += ["", "## Figures", "", format_tables(summary), ""]
+    if run.get("seams"):
+        md += ["## Seams", "", f"Each camera dimmed; where a ring neighbour sees the same place, "
+               f"the relative disagreement from 0 % (blue) to {MAX_PCT:g} % or more (red).", ""]
+        md += [f"### {name}\n\n![seams {name}]({file})\n" for name, file in run["seams"].items()]
     path = out / "report.md"
     path.write_text("\n".join(md), encoding="utf-8")
     return path
