@@ -37,6 +37,9 @@ PARAMETER_ARGUMENTS = {
     "publish_points": "true | false",
     "publish_colorized": "true | false",
     "qos_reliability": "reliable | best_effort",
+    "output_stamp": "image | sweep: the stamp every output of a sweep carries",
+    "fused_cloud": "true | false: depth/points_fused, every view in the sweep's frame",
+    "publish_rig_tf": "true | false: the extrinsics as static TF (needs tf2_ros)",
 }
 # Per-camera topic patterns: launch argument -> the node's relative topic under <camera>/.
 CAMERA_TOPIC_ARGUMENTS = {"image_topic": "image", "camera_info_topic": "camera_info",

@@ -12,7 +12,7 @@ from dmd3c_ros.core.camera import CalibrationError, PinholeCamera
 from dmd3c_ros.core.io import InputFileError
 from dmd3c_ros.core.nuscenes_sample import CAMERAS, load_nuscenes_sample, ring_order
 from dmd3c_ros.core.projection import project_to_depth
-from dmd3c_ros.core.surround import (FIGURES, mean_figures, overlap_disagreement, pair_disagreement,
+from dmd3c_ros.core.surround import (FIGURES, fuse_views, mean_figures, overlap_disagreement, pair_disagreement,
                                      ring_pairs, seam_map)
 from dmd3c_ros.evaluation.lidar_split import holdout_every_mask, split_sweep
 
@@ -116,6 +116,23 @@ def test_no_overlap_and_missing_values():
     assert same["pixels"] == np.isfinite(holes).sum() and same["mean_abs_m"] < 1e-6
     with pytest.raises(ValueError, match="does not match"):
         overlap_disagreement(depth_a, CAMERA, a_from_lidar, depth_b[:10], CAMERA, b_from_lidar)
+
+
+def test_fused_views_lie_on_the_wall_in_the_lidar_frame():
+    a_from_lidar, b_from_lidar = yaw(25.0, (0.4, 0.1, 0.0)), yaw(-10.0, (-0.3, 0.0, 0.2))
+    depths = [wall_depth(CAMERA, a_from_lidar), wall_depth(CAMERA, b_from_lidar)]
+    points, owners = fuse_views(depths, [CAMERA, CAMERA], [a_from_lidar, b_from_lidar])
+    assert points.dtype == np.float32 and owners.dtype == np.int32
+    assert len(points) == sum(np.isfinite(d).sum() for d in depths)
+    np.testing.assert_allclose(points[:, 2], PLANE_Z, atol=1e-4)  # the wall, z = 12
+    assert (owners[:np.isfinite(depths[0]).sum()] == 0).all() and owners[-1] == 1
+    strided, owners2 = fuse_views(depths, [CAMERA, CAMERA], [a_from_lidar, b_from_lidar], 4)
+    assert len(strided) == sum(np.isfinite(d[::4, ::4]).sum() for d in depths)
+    np.testing.assert_allclose(strided[:, 2], PLANE_Z, atol=1e-4)
+    empty, none = fuse_views([], [], [])
+    assert empty.shape == (0, 3) and none.shape == (0,)
+    with pytest.raises(ValueError, match="stride"):
+        fuse_views(depths, [CAMERA, CAMERA], [a_from_lidar, b_from_lidar], 0)
 
 
 def test_mean_figures_skips_empty_pairs():

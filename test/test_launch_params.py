@@ -165,7 +165,9 @@ SURROUND_EXAMPLES = {"cameras": "[CAM_FRONT, CAM_BACK]", "model": "student_surro
                      "backend": "onnxruntime", "precision": "fp32",
                      "engine_cache_dir": "/tmp/engines", "sync_slop": "0.08",
                      "batch_wait": "0.2", "camera_timeout": "2", "publish_points": "true",
-                     "publish_colorized": "false", "qos_reliability": "best_effort"}
+                     "publish_colorized": "false", "qos_reliability": "best_effort",
+                     "output_stamp": "sweep", "fused_cloud": "true",
+                     "publish_rig_tf": "false"}  # true needs every camera's extrinsic
 
 
 @pytest.mark.parametrize("name", sorted(launch_constant("PARAMETER_ARGUMENTS",
@@ -228,3 +230,11 @@ def test_a_bare_model_name_is_looked_up_in_models_only_when_absent_here(tmp_path
     assert resolve_spec_path("student.yaml") == Path("student.yaml")
     assert resolve_spec_path("nowhere/student.yaml") == Path("nowhere/student.yaml")
 
+
+
+def test_rig_tf_needs_every_extrinsic_as_a_parameter():
+    from dmd3c_ros.core.config import ConfigError
+    with pytest.raises(ConfigError, match=r"publish_rig_tf.*missing: \['B'\]"):
+        SurroundConfig.from_mapping({"cameras": ["A", "B"], "publish_rig_tf": True,
+                                     "lidar_to_camera": {"A": [1.0, 0, 0, 0, 0, 1, 0, 0,
+                                                               0, 0, 1, 0, 0, 0, 0, 1]}})

@@ -69,3 +69,11 @@ def test_depth_to_points_inverts_projection():
     assert points.shape == (200, 3)
     np.testing.assert_allclose(points[:, 2], 9.0)
     np.testing.assert_array_equal(project_to_depth(points, CAM), np.nan_to_num(depth))
+    # Every 3rd pixel in both directions: the same points as the full image's on that grid.
+    strided = depth_to_points(depth, CAM, stride=3)
+    grid = np.full_like(depth, np.nan)
+    grid[::3, ::3] = depth[::3, ::3]
+    np.testing.assert_array_equal(strided, depth_to_points(grid, CAM))
+    assert len(strided) == np.isfinite(depth[::3, ::3]).sum()
+    with pytest.raises(ValueError, match="stride"):
+        depth_to_points(depth, CAM, stride=0)

@@ -258,6 +258,8 @@ def test_a_camera_that_stops_is_reported_and_the_others_keep_publishing(graph):
     ({"cameras": ["front", "front"]}, "unique"),
     ({"cameras": ["front/left"]}, "not a valid name"),
     ({"front.lidar_to_camera": [1.0] * 16}, "last row"),
+    ({"output_stamp": "lidar"}, "output_stamp"),
+    ({"fused_cloud_stride": 0}, "fused_cloud_stride"),
 ])
 def test_bad_parameters_stop_the_start_with_a_clear_error(graph, parameters, message):
     start, _ = graph
@@ -281,3 +283,75 @@ def test_sweeps_and_images_that_never_pair_are_reported_then_recover(graph):
     unpaired = next(f for f in node.faults.active() if f.kind == "unpaired")
     assert "more than sync_slop" in unpaired.message and unpaired.level == 2
     send_until_answered(harness, rig.cameras, 110 * NS, timeout=10.0)
+
+
+def test_sweep_stamp_and_the_fused_cloud_of_every_view(graph):
+    start, context = graph
+    rig = ring_rig(("front", "left", "right"))
+    node, harness = start(rig, output_stamp="sweep", fused_cloud=True, fused_cloud_stride=2)
+    clouds = []
+    harness.create_subscription(PointCloud2, "depth/points_fused", clouds.append, 10)
+    assert wait_until(lambda: harness.count_publishers("depth/points_fused") >= 1, 10.0)
+    sweep, sent = 100 * NS, []
+    for _ in range(30):
+        harness.send(sweep)
+        sent.append(sweep)
+        if wait_until(lambda: bool(clouds), 1.0):
+            break
+        sweep += NS
+    assert clouds, "no fused cloud"
+    cloud = clouds[0]
+    stamp_ns = cloud.header.stamp.sec * NS + cloud.header.stamp.nanosec
+    assert cloud.header.frame_id == "lidar_top" and stamp_ns in sent
+    fields = [f.name for f in cloud.fields]
+    assert fields == ["x", "y", "z", "camera"]
+    table = np.frombuffer(bytes(cloud.data), np.float32).reshape(-1, 4)
+    xyz, camera = table[:, :3], table[:, 3]
+    # The views of three walls 12 m from the LiDAR, every 2nd pixel of each: every point lies
+    # on its camera's wall, in the sweep's frame.
+    assert set(np.unique(camera)) == {0.0, 1.0, 2.0}
+    normals = {0.0: (0, 1.0), 1.0: (1, 1.0), 2.0: (1, -1.0)}  # front: x = 12, left: y = 12
+    for index, (axis, sign) in normals.items():
+        on = xyz[camera == index]
+        assert len(on) > 200
+        np.testing.assert_allclose(sign * on[:, axis], 12.0, atol=0.05)
+    # Every depth image of that sweep carries the sweep's stamp and its camera's frame.
+    for name in rig.cameras:
+        assert wait_until(lambda: any(d.header.stamp == cloud.header.stamp
+                                      for d in harness.depth[name]), 5.0), name
+        depth = next(d for d in harness.depth[name] if d.header.stamp == cloud.header.stamp)
+        assert depth.header.frame_id == f"{name}_optical"
+
+
+def test_rig_tf_needs_tf2_ros_or_broadcasts_each_camera(graph, monkeypatch):
+    import importlib.util
+    start, _ = graph
+    rig = ring_rig(("front", "left"))
+    if importlib.util.find_spec("tf2_ros") is None:
+        with pytest.raises(StartupError, match="publish_rig_tf needs tf2_ros"):
+            start(rig, publish_rig_tf=True)
+    # A stand-in broadcaster: what the node would send under a full ROS 2 install.
+    import sys
+    import types
+    sent = []
+    stand_in = types.ModuleType("tf2_ros")
+    stand_in.StaticTransformBroadcaster = lambda node: types.SimpleNamespace(
+        sendTransform=sent.append)
+    monkeypatch.setitem(sys.modules, "tf2_ros", stand_in)
+    node, harness = start(rig, publish_rig_tf=True)
+    send_until_answered(harness, rig.cameras, 100 * NS)
+    assert wait_until(lambda: bool(sent), 5.0)  # sent after the depth images of the sweep
+    transforms = sent[-1]
+    assert sorted(t.child_frame_id for t in transforms) == ["front_optical", "left_optical"]
+    from dmd3c_ros.core.calibration import transform_from_quaternion
+    for t in transforms:
+        name = t.child_frame_id.replace("_optical", "")
+        assert t.header.frame_id == "lidar_top"
+        tr, q = t.transform.translation, t.transform.rotation
+        lidar_from_camera = transform_from_quaternion((tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w))
+        np.testing.assert_allclose(lidar_from_camera @ rig.cameras[name][2], np.eye(4),
+                                   atol=1e-9)
+    count = len(sent)
+    send_until_answered(harness, rig.cameras, 200 * NS)
+    time.sleep(0.5)
+    assert len(sent) == count == 1  # the same frames: sent once

@@ -13,6 +13,7 @@ import numpy as np
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch", "classical")
 PRECISIONS = ("fp16", "fp32", "int8")
 RELIABILITIES = ("reliable", "best_effort")
+OUTPUT_STAMPS = ("image", "sweep")   # surround node: whose stamp the outputs of a sweep carry
 
 
 class ConfigError(ValueError):
@@ -133,11 +134,20 @@ class SurroundConfig(NodeConfig):
     from TF). ``camera_timeout``: seconds without an image before a camera counts as stale (not
     waited for, reported). ``batch_wait``: seconds a sweep (or, camera-only, the first view)
     waits for the views of the other cameras before the batch runs without them.
+    ``output_stamp``: "image" (each view's outputs carry its image's header) or "sweep" (every
+    output of one sweep carries the sweep's stamp; frame ids stay the cameras'). ``fused_cloud``:
+    also publish ``depth/points_fused``, every view's depth as one cloud in the sweep's frame,
+    every ``fused_cloud_stride``-th pixel in both directions. ``publish_rig_tf``: broadcast
+    the ``lidar_to_camera`` parameters as static TF (sweep frame -> each image's frame).
     """
 
     cameras: tuple = ()
     batch_wait: float = 0.15        # s
     lidar_to_camera: dict = field(default_factory=dict)
+    output_stamp: str = "image"
+    fused_cloud: bool = False
+    fused_cloud_stride: int = 8     # pixels
+    publish_rig_tf: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -149,6 +159,13 @@ class SurroundConfig(NodeConfig):
                  "becomes the topic namespace <name>/image")
         need(len(set(self.cameras)) == len(self.cameras), "cameras", "names must be unique")
         need(0.0 <= self.batch_wait <= 10.0, "batch_wait", "must be in [0, 10] seconds")
+        need(self.output_stamp in OUTPUT_STAMPS, "output_stamp",
+             f"must be one of {', '.join(OUTPUT_STAMPS)}")
+        need(1 <= self.fused_cloud_stride <= 64, "fused_cloud_stride", "must be in [1, 64] pixels")
+        missing = [c for c in self.cameras if not self.lidar_to_camera.get(c)]
+        need(not (self.publish_rig_tf and missing), "publish_rig_tf",
+             f"needs lidar_to_camera of every camera (missing: {missing}); TF cannot be "
+             "re-broadcast from TF")
         unknown = sorted(set(self.lidar_to_camera) - set(self.cameras))
         if unknown:
             raise ConfigError(f"lidar_to_camera given for {unknown}, which are not in cameras "

@@ -124,18 +124,23 @@ def zbuffer(flat_index: np.ndarray, depth: np.ndarray, height: int, width: int) 
     return image.reshape(height, width)
 
 
-def depth_to_points(depth: np.ndarray, camera: PinholeCamera) -> np.ndarray:
+def depth_to_points(depth: np.ndarray, camera: PinholeCamera, stride: int = 1) -> np.ndarray:
     """Back-project a depth image into (N, 3) float32 points of the camera's optical frame.
 
     The inverse of ``project_to_depth`` for pixel centres: for pixel (u, v) with depth w,
     X solves P . [X; 1] = w . [u, v, 1]. Pixels without a value (NaN or <= 0) are skipped; the
-    points come in row-major pixel order.
+    points come in row-major pixel order. ``stride``: only every stride-th pixel in both
+    directions (rows and columns 0, stride, 2 x stride, ...).
     """
     depth = np.asarray(depth)
     if depth.shape != (camera.height, camera.width):
         raise ValueError(f"depth {depth.shape} does not match the "
                          f"{camera.width}x{camera.height} camera")
-    v, u = np.nonzero(np.isfinite(depth) & (depth > 0))
-    w = depth[v, u].astype(np.float64)
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    kept = depth[::stride, ::stride]
+    v, u = np.nonzero(np.isfinite(kept) & (kept > 0))
+    w = kept[v, u].astype(np.float64)
+    u, v = u * stride, v * stride
     pixels = np.stack([u * w, v * w, w], axis=1) - camera.P[:, 3]
     return (pixels @ np.linalg.inv(camera.P[:, :3]).T).astype(np.float32)

@@ -150,6 +150,31 @@ def pair_disagreement(depth_a: np.ndarray, camera_a: PinholeCamera, a_from_lidar
     return disagreement_figures(np.concatenate([ab[0], ba[0]]), np.concatenate([ab[1], ba[1]]))
 
 
+def fuse_views(depths: Sequence[np.ndarray], cameras: Sequence[PinholeCamera],
+               lidar_to_cameras: Sequence[np.ndarray], stride: int = 1
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Every view's depth as one cloud in the LiDAR (rig) frame.
+
+    Args:
+        depths: per view (H, W) metres, NaN or <= 0 = none; cameras: their PinholeCameras;
+        lidar_to_cameras: their (4, 4) LiDAR -> optical frame transforms; stride: every
+        ``stride``-th pixel in both directions (from the top-left one).
+    Returns:
+        ((N, 3) float32 points in the LiDAR frame, (N,) int32 index of the view of each point).
+    """
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    points, owners = [], []
+    for index, (depth, camera, to_camera) in enumerate(zip(depths, cameras, lidar_to_cameras)):
+        in_camera = depth_to_points(depth, camera, stride).astype(np.float64)
+        to_lidar = np.linalg.inv(np.asarray(to_camera, np.float64).reshape(4, 4))
+        points.append((in_camera @ to_lidar[:3, :3].T + to_lidar[:3, 3]).astype(np.float32))
+        owners.append(np.full(len(in_camera), index, np.int32))
+    if not points:
+        return np.zeros((0, 3), np.float32), np.zeros(0, np.int32)
+    return np.concatenate(points), np.concatenate(owners)
+
+
 def mean_figures(rows: Sequence[dict], sliver: float = 0.0) -> dict[str, float]:
     """Unweighted mean of each figure over the rows that compared any pixel, with ``pairs``
     (rows averaged) and ``pixels`` (their total). With ``sliver`` > 0 a row that compared fewer
@@ -167,6 +192,6 @@ def mean_figures(rows: Sequence[dict], sliver: float = 0.0) -> dict[str, float]:
     return out
 
 
-__all__ = ["FIGURES", "disagreement_figures", "mean_figures", "overlap_depths",
+__all__ = ["FIGURES", "disagreement_figures", "fuse_views", "mean_figures", "overlap_depths",
            "overlap_disagreement", "pair_disagreement", "relative_disagreement", "ring_pairs",
            "seam_map"]

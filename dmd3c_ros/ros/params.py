@@ -12,8 +12,8 @@ from dataclasses import fields
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.node import Node
 
-from dmd3c_ros.core.config import (BACKENDS, CAMERA_NAME, PRECISIONS, RELIABILITIES,
-                                   CompletionConfig, NodeConfig, SurroundConfig)
+from dmd3c_ros.core.config import (BACKENDS, CAMERA_NAME, OUTPUT_STAMPS, PRECISIONS,
+                                   RELIABILITIES, CompletionConfig, NodeConfig, SurroundConfig)
 
 DESCRIPTIONS = {
     "model": "model spec YAML of the network; empty = the shipped student",
@@ -45,6 +45,16 @@ SURROUND_DESCRIPTIONS = {
                       "waited for (the other cameras keep publishing)",
     "batch_wait": "seconds a sweep waits for the views of every live camera before its batch runs "
                   "without the missing ones",
+    "output_stamp": f"{'|'.join(OUTPUT_STAMPS)}: the stamp every output of a sweep carries (its "
+                    "camera's image, or the one sweep's for all views; frame ids stay the "
+                    "cameras')",
+    "fused_cloud": "also publish depth/points_fused: every view's depth as one PointCloud2 in the "
+                   "sweep's frame, stamped with the sweep (fields x, y, z, camera = index in "
+                   "cameras)",
+    "fused_cloud_stride": "depth/points_fused takes every N-th pixel of each view in both "
+                          "directions",
+    "publish_rig_tf": "broadcast the lidar_to_camera parameters as static TF, sweep frame -> each "
+                      "image's frame (needs tf2_ros and every camera's lidar_to_camera)",
 }
 CAMERA_EXTRINSIC_DESCRIPTION = ("16 numbers: row-major 4x4 transform taking LiDAR-frame points "
                                 "into this camera's optical frame (metres); empty = look it up "

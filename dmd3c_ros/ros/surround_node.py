@@ -3,9 +3,11 @@ views of one sweep completed as one batch (DESIGN.md contract).
 
 Per camera ``<name>`` of the ``cameras`` parameter: ``<name>/image`` and ``<name>/camera_info`` in
 (sensor-data QoS, paired by stamp within ``sync_slop``), ``<name>/depth`` (32FC1 metres, the
-image's header), ``<name>/depth/camera_info``, ``<name>/depth/uncertainty`` (when the model gives
-it and the topic has a subscriber), optionally ``<name>/depth/points`` and
-``<name>/depth/colorized``; one ``points`` in; ``/diagnostics`` once a second (one status for the
+image's header, or with ``output_stamp: sweep`` the sweep's stamp), ``<name>/depth/camera_info``,
+``<name>/depth/uncertainty`` (when the model gives it and the topic has a subscriber), optionally
+``<name>/depth/points`` and ``<name>/depth/colorized``; one ``points`` in; optionally
+``depth/points_fused`` (every view in the sweep's frame, ``fused_cloud``) and the rig's static
+TF (``publish_rig_tf``; :mod:`.rig_outputs`); ``/diagnostics`` once a second (one status for the
 node, one per camera). ``<name>.lidar_to_camera`` (16 numbers) gives each camera's extrinsic;
 TF is used where it is empty.
 
@@ -29,6 +31,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
 
 from dmd3c_ros.core.config import ConfigError, SurroundConfig
 from dmd3c_ros.core.stats import RollingStats
@@ -38,6 +41,7 @@ from dmd3c_ros.ros.diagnostics import ERROR, OK, WARN, FaultLog, make_status
 from dmd3c_ros.ros.node_common import (DepthOutputs, StageTimes, StartupError, TfExtrinsics,
                                        Worker, create_node_backend, run_node, stamped_now)
 from dmd3c_ros.ros.params import declare_parameters, read_config
+from dmd3c_ros.ros.rig_outputs import FusedCloud, RigTf
 from dmd3c_ros.ros.slot import LatestSlot
 from dmd3c_ros.ros.surround_sync import SweepAssembler, SweepSet
 from dmd3c_ros.ros.sync import header_stamp_ns, make_synchronizers
@@ -96,6 +100,9 @@ class SurroundNode(Node):
 
         self.outputs = {c: DepthOutputs(self, f"{c}/", self.config, backend)
                         for c in self.cameras}
+        self.fused = FusedCloud(self, self.cameras, self.config.fused_cloud_stride,
+                                self.config.qos_reliability) if self.config.fused_cloud else None
+        self.rig_tf = RigTf(self, self._extrinsics) if self.config.publish_rig_tf else None
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.assembler = SweepAssembler(
             self.cameras, slop=self.config.sync_slop, wait=self.config.batch_wait,
@@ -193,20 +200,43 @@ class SurroundNode(Node):
         for stage, ms in batch.timings_ms.items():
             self.stages.add(stage, ms)
         start = time.monotonic()
-        for name, camera, result in zip(names, cameras, batch.results):
+        fused = []
+        for name, view, camera, result in zip(names, views, cameras, batch.results):
             if result is None:
                 self.state[name].mode = "stopped: no LiDAR"
                 self.faults.report(f"no_lidar_{name}", WARN, (
                     f"{name}: no LiDAR return lands in the image and backend "
                     f"'{self.backend.name}' cannot complete without LiDAR: not published"))
                 continue
-            self.outputs[name].publish(ready.views[name].image.header, camera, result)
+            self.outputs[name].publish(self._header(ready, name), camera, result)
             self.state[name].published += 1
             self.state[name].mode = result.mode
+            if view.lidar_to_camera is not None:
+                fused.append((name, camera, view.lidar_to_camera, result.depth))
+        if ready.sweep is not None:
+            self._rig_outputs(ready, fused)
         now = time.monotonic()
         self.stages.add("publish", (now - start) * 1000.0)  # s to ms
         self.latency_ms.add((now - ready.opened) * 1000.0)  # s to ms
         self._sets_done += 1
+
+    def _header(self, ready: SweepSet, name: str) -> Header:
+        """The header of a view's outputs: its image's, or with ``output_stamp: sweep`` the
+        sweep's stamp (a set without a sweep keeps the image's)."""
+        image = ready.views[name].image.header
+        if self.config.output_stamp == "sweep" and ready.sweep is not None:
+            return Header(stamp=ready.sweep.header.stamp, frame_id=image.frame_id)
+        return image
+
+    def _rig_outputs(self, ready: SweepSet, fused: list) -> None:
+        """The fused cloud of the views just published and the rig's static TF."""
+        sweep = ready.sweep.header
+        if self.rig_tf is not None:
+            self.rig_tf.update(sweep.frame_id, {name: messages.image.header.frame_id
+                                                for name, messages in ready.views.items()},
+                               sweep.stamp)
+        if self.fused is not None and fused:
+            self.fused.publish(Header(stamp=sweep.stamp, frame_id=sweep.frame_id), fused)
 
     def _view(self, name: str, messages: ViewMessages, points, sweep) -> tuple[View, object]:
         rgb = image_to_rgb(messages.image)
