@@ -5,6 +5,7 @@ A recipe YAML names the synthetic caches to build, the training runs in order (e
 
     caches:
       - {out: ../../out/synthetic_cache, train: "0:40", val: "5000:5006", stage1: true}
+      - {kind: surround, out: ../../out/surround_cache, seeds: "0:12"}
     runs:
       - pretrain_residual.yaml
       - finetune_residual_geo.yaml
@@ -90,15 +91,23 @@ def run_recipe(path, *, device: str | None = None, threads: int | None = None,
     seconds: dict[str, float] = {}
     for number, cache in enumerate(recipe["caches"]):
         start = time.perf_counter()
-        spec = CacheSpec({"train": _seeds(cache.get("train", "0:40")),
-                          "val": _seeds(cache.get("val", "5000:5006"))},
-                         frames_per_drive=int(cache.get("frames_per_drive", 8)))
 
         def show(done, total, elapsed):
             if done % 20 == 0 or done == total:
                 log(f"cache: {done}/{total} frames, {elapsed:.0f} s")
 
-        build_cache(cache["out"], spec, stage1=bool(cache.get("stage1", True)), progress=show)
+        if cache.get("kind", "front") == "surround":  # the six-camera rig (training.multiview)
+            from dmd3c_ros.training.multiview import build_surround_cache
+            build_surround_cache(cache["out"], _seeds(cache.get("seeds", "0:12")),
+                                 frames_per_drive=int(cache.get("frames_per_drive", 8)),
+                                 image_scale=float(cache.get("image_scale", 0.5)),
+                                 progress=show)
+        else:
+            spec = CacheSpec({"train": _seeds(cache.get("train", "0:40")),
+                              "val": _seeds(cache.get("val", "5000:5006"))},
+                             frames_per_drive=int(cache.get("frames_per_drive", 8)))
+            build_cache(cache["out"], spec, stage1=bool(cache.get("stage1", True)),
+                        progress=show)
         seconds[f"cache {number}"] = time.perf_counter() - start
     results = {}
     real = {}

@@ -29,13 +29,22 @@ def recipe(tmp_path_factory):
     (root / "fine.yaml").write_text(yaml.safe_dump(
         {**RUN, "stage": "finetune", "cache": "cache", "out": "runs/fine", "ema": 0.5,
          "variant": "residual_geo", "init": "runs/pre/best.safetensors", "init_strict": False}))
+    (root / "views.yaml").write_text(yaml.safe_dump(
+        {**RUN, "stage": "finetune", "cache": "cache", "out": "runs/views",
+         "surround_cache": "surround", "view_samples": 8, "beam_probs": {32: 1.0},
+         "variant": "residual_geo", "init": "runs/fine/best.safetensors", "init_strict": False,
+         "weights": {"depth": 1.0, "xview": 1.0, "vrel": 0.5}}))
     (root / "recipe.yaml").write_text(yaml.safe_dump({
         "caches": [{"out": "cache", "train": "6:7", "val": "5006:5007", "frames_per_drive": 2,
-                    "stage1": True}],
-        "runs": ["pre.yaml", "fine.yaml"],
+                    "stage1": True},
+                   {"kind": "surround", "out": "surround", "seeds": "0:1",
+                    "frames_per_drive": 1, "image_scale": 0.25}],
+        "runs": ["pre.yaml", "fine.yaml", "views.yaml"],
         "exports": [{"run": "fine.yaml", "out": "models/r.onnx", "input_size": [64, 128]},
                     {"run": "fine.yaml", "out": "models/r_wide.onnx", "input_size": [64, 192],
-                     "classical_resolution": "input"}]}))
+                     "classical_resolution": "input"},
+                    {"run": "views.yaml", "out": "models/r_views.onnx",
+                     "input_size": [64, 192], "classical_resolution": "input"}]}))
     lines = []
     result = run_recipe(root / "recipe.yaml", progress=False, log=lines.append)
     return root, result, lines
@@ -43,7 +52,10 @@ def recipe(tmp_path_factory):
 
 def test_recipe_trains_every_run_and_exports(recipe):
     root, result, lines = recipe
-    assert set(result["runs"]) == {"pre.yaml", "fine.yaml"}
+    assert set(result["runs"]) == {"pre.yaml", "fine.yaml", "views.yaml"}
+    assert (root / "surround" / "index.json").is_file()          # the surround rig's cache
+    views = load_spec(root / "models" / "r_views.yaml")           # its own weights
+    assert views.torch.weights.name == "r_views.safetensors"
     assert all(r["steps_run"] == 2 for r in result["runs"].values())
     assert any(line.startswith("cache: 4/4 frames") for line in lines)
     narrow, wide = (load_spec(root / "models" / name) for name in ("r.yaml", "r_wide.yaml"))
@@ -86,14 +98,17 @@ def test_recipe_of_the_shipped_student_names_existing_configs():
                          / "recipe_residual.yaml")
     assert [Path(run).name for run in recipe["runs"]] == [
         "pretrain_residual.yaml", "finetune_residual_geo.yaml",
-        "finetune_residual_geo_footprint.yaml"]
+        "finetune_residual_geo_footprint.yaml", "finetune_residual_geo_views.yaml"]
+    assert [c.get("kind", "front") for c in recipe["caches"]] == ["front", "surround"]
     assert all(Path(run).is_file() for run in recipe["runs"])
     # Each run starts from the one before it.
     from dmd3c_ros.training.train_config import TrainConfig
     configs = [TrainConfig.load(run) for run in recipe["runs"]]
     for before, after in zip(configs, configs[1:]):
         assert after.init == str(Path(before.out) / "best.safetensors")
-    assert Path(recipe["exports"][0]["run"]).name == "finetune_residual_geo_footprint.yaml"
+    assert [Path(e["run"]).name for e in recipe["exports"]] == [
+        "finetune_residual_geo_footprint.yaml", "finetune_residual_geo_views.yaml"]
+    assert configs[-1].surround_cache == recipe["caches"][1]["out"]
     assert [Path(e["out"]).name for e in recipe["exports"]] == ["student.onnx",
                                                                 "student_surround.onnx"]
     assert json.dumps(recipe)  # plain data

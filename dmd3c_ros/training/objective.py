@@ -11,6 +11,7 @@ from dmd3c_ros.training.above_lidar import ABOVE_VARIANTS, build_above_student
 from dmd3c_ros.training.residual import RESIDUAL_VARIANTS, build_residual_student
 from dmd3c_ros.training.student import build_student
 from dmd3c_ros.training.train_config import TERMS, TrainConfig
+from dmd3c_ros.training.view_losses import CrossViewConsistency, ViewRelationalDistillation
 
 def teacher_features(teacher: torch.Tensor, size) -> torch.Tensor:
     """A feature map from a teacher that exposes only its output (the simulated teacher): per
@@ -48,7 +49,9 @@ class Objective(nn.Module):
     student's own metric centres; feature: attention-adapted feature distillation of the last
     decoder features to :func:`teacher_features`; focal: focal-depth-adapted response
     distillation to the aligned teacher (metres); uwd: distillation to the aligned teacher
-    weighted by the student's own uncertainty (metres)."""
+    weighted by the student's own uncertainty (metres); xview: cross-view consistency of the
+    depth at shared points of adjacent surround views, vrel: view-relational distillation of
+    their relations to the aligned teacher's (``view_losses``; pair batches only)."""
 
     def __init__(self, config: TrainConfig, feature_channels: int):
         super().__init__()
@@ -63,6 +66,7 @@ class Objective(nn.Module):
             if self.w["feature"] else None
         self.focal = L.FocalDepthResponseLoss()
         self.uwd = L.UncertaintyWeightedDistillation(u0=1.0)
+        self.xview, self.vrel = CrossViewConsistency(), ViewRelationalDistillation()
 
     def aligned_teacher(self, teacher, target, valid):
         """Teacher relative inverse depth -> depth in network units, least-squares aligned in
@@ -99,8 +103,13 @@ class Objective(nn.Module):
         if w["ssi"]:
             inv = 1.0 / (depth * cfg.depth_scale).clamp_min(1e-3)
             terms["ssi"] = self.ssi(inv, teacher, torch.isfinite(teacher) & (depth > 0))
-        if any(w[t] for t in ("bins", "focal", "uwd")):
+        pairs = "xview_p" in batch
+        if w["xview"] and pairs:
+            terms["xview"] = self.xview(depth, batch)
+        if any(w[t] for t in ("bins", "focal", "uwd")) or (w["vrel"] and pairs):
             t_depth, t_valid = self.aligned_teacher(teacher, target, valid)
+            if w["vrel"] and pairs:
+                terms["vrel"] = self.vrel(depth, t_depth * t_valid, batch)
             if w["bins"]:
                 small = F.interpolate(t_depth, size=out["bin_probs"].shape[-2:], mode="nearest")
                 small_valid = F.interpolate(t_valid.float(), size=small.shape[-2:],

@@ -246,28 +246,34 @@ class CropSampler:
         y0 = int(rng.integers(top0, h - ch + 1))
         x0 = int(rng.integers(0, w - cw + 1))
         crop = (slice(y0, y0 + ch), slice(x0, x0 + cw))
-        rgb = full_rgb[crop]
         if self.stage == "pretrain":
             target, sparse, ring = data["pseudo_depth"], data["pseudo_sparse"], data["pseudo_ring"]
         else:
             target, sparse, ring = data["depth"], data["sparse"], data["ring"]
+        return self.process(rng, full_rgb[crop], target[crop], sparse[crop], ring[crop],
+                            data["teacher"][crop])
+
+    def process(self, rng: np.random.Generator, rgb, target, sparse, ring, teacher, *,
+                flip: bool = True) -> dict[str, np.ndarray]:
+        """One crop's arrays (metres, 0 = none) -> the training sample: the LiDAR thinned and
+        augmented, the image jittered, a horizontal flip with p = 0.5 (``flip``), network
+        units."""
         beams = int(rng.choice(self._beams, p=self._probs))
-        sparse = keep_beams(sparse[crop], ring[crop], beams)
+        sparse = keep_beams(sparse, ring, beams)
         if beams and (self.point_dropout or self.blob_dropout):
             sparse = lidar_dropout(sparse, rng, self.point_dropout, self.blob_dropout)
         if beams and self.range_dropout and rng.random() < self.range_dropout:
             sparse = range_dropout(sparse, rgb, rng)
         if beams and self.lidar_shift:
             sparse = lidar_shift(sparse, rng, self.lidar_shift)
-        target = target[crop]
         if self.footprint:
             sparse = np.where(sparse > 0, beam_footprint(sparse, self.footprint),
                               np.float32(0.0))  # returns only; float32 as the cache
             if self.footprint_target:
                 target = beam_footprint(target, self.footprint)
         out = {"rgb": photometric_jitter(rgb, rng) if self.jitter else rgb.astype(np.float32),
-               "sparse": sparse, "target": target, "teacher": data["teacher"][crop]}
-        if rng.random() < 0.5:
+               "sparse": sparse, "target": target, "teacher": teacher}
+        if flip and rng.random() < 0.5:
             out = {k: v[:, ::-1] for k, v in out.items()}
         extra = {}
         if self.classical:

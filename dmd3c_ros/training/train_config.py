@@ -10,8 +10,10 @@ from pathlib import Path
 STAGES = ("pretrain", "finetune")
 # The validation figure that picks best.safetensors, per TrainConfig.select.
 SELECT_KEYS = {"synthetic": "hdl64_rmse_m", "real": "real_rmse_ratio"}
-TERMS = ("depth", "log", "grad", "nll", "ssi", "bins", "feature", "focal", "uwd")
-DISTILLATION_TERMS = ("ssi", "bins", "feature", "focal", "uwd")
+TERMS = ("depth", "log", "grad", "nll", "ssi", "bins", "feature", "focal", "uwd", "xview",
+         "vrel")
+DISTILLATION_TERMS = ("ssi", "bins", "feature", "focal", "uwd", "vrel")
+VIEW_TERMS = ("xview", "vrel")   # need the pairs of a surround cache (surround_cache)
 
 
 @dataclass
@@ -41,6 +43,9 @@ class TrainConfig:
     lidar_shift: int = 0          # move the returns by up to this many pixels (CropSampler)
     footprint: int = 0            # LiDAR beam footprint radius, pixels, on the returns ...
     footprint_target: bool = False  # ... and on the ground truth (CropSampler)
+    surround_cache: str = ""      # set: every batch is pairs of adjacent views of the synthetic
+                                  # surround rig (training.multiview), batch_size pairs
+    view_samples: int = 128       # correspondences per pair (xview, vrel)
     real_val: bool = True         # also validate on the real frames of ../shared/data
     select: str = "synthetic"     # best checkpoint by: "synthetic" (hdl64_rmse_m) or "real"
     ema: float = 0.0              # > 0: validate and keep an exponential moving average of
@@ -63,7 +68,7 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
         raw.update({k: v for k, v in overrides.items() if v is not None})
-        for key in ("cache", "out", "init"):
+        for key in ("cache", "out", "init", "surround_cache"):
             if raw.get(key) and not Path(raw[key]).is_absolute():
                 raw[key] = str((path.parent / raw[key]).resolve())
         if "crop" in raw:
@@ -86,6 +91,8 @@ class TrainConfig:
                              "distillation terms (bins, feature, focal, uwd) are for finetune")
         if self.select not in ("synthetic", "real"):
             raise ValueError(f"select must be 'synthetic' or 'real', got {self.select!r}")
+        if any(self.weights.get(t, 0) for t in VIEW_TERMS) and not self.surround_cache:
+            raise ValueError(f"the loss terms {VIEW_TERMS} need surround_cache (pairs of views)")
         if self.crop[0] % 32 or self.crop[1] % 32:
             raise ValueError(f"crop {self.crop} must be multiples of 32")
 

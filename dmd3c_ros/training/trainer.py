@@ -71,6 +71,26 @@ def _distributed() -> tuple[int, int]:
     return rank, world
 
 
+def training_sampler(config: TrainConfig, index: dict, classical: bool):
+    """The batches of a run: crops of the synthetic cache, or with ``surround_cache`` pairs of
+    adjacent surround views (``multiview.PairSampler``, the same crop processing)."""
+    root, files = config.cache, split_files(index, "train")
+    if config.surround_cache:
+        from dmd3c_ros.training.multiview import PairSampler, load_surround_index
+        root, files = config.surround_cache, load_surround_index(config.surround_cache)["frames"]
+    crops = CropSampler(root, files, config.stage, crop=config.crop,
+                        beam_probs=config.beam_probs, depth_scale=config.depth_scale,
+                        seed=config.seed, classical=classical,
+                        classical_max_depth=config.max_depth,
+                        point_dropout=config.point_dropout, blob_dropout=config.blob_dropout,
+                        range_dropout=config.range_dropout, lidar_shift=config.lidar_shift,
+                        footprint=config.footprint, footprint_target=config.footprint_target)
+    if not config.surround_cache:
+        return crops
+    return PairSampler(config.surround_cache, crops, crop=config.crop,
+                       samples=config.view_samples, seed=config.seed, files=list(files))
+
+
 def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None,
           log=print, extra_validation=None) -> dict:
     """Run (or resume) one training run; returns the final figures (rank 0) or {} (others).
@@ -94,14 +114,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
         raise ValueError(f"{config.cache} was built without the stage-1 arrays")
     device = run_device(config.device)
     student = build_model(config.variant)
-    sampler = CropSampler(config.cache, split_files(index, "train"), config.stage,
-                          crop=config.crop, beam_probs=config.beam_probs,
-                          depth_scale=config.depth_scale, seed=config.seed,
-                          classical=getattr(student, "needs_classical", False),
-                          classical_max_depth=config.max_depth,
-                          point_dropout=config.point_dropout, blob_dropout=config.blob_dropout,
-                          range_dropout=config.range_dropout, lidar_shift=config.lidar_shift,
-                          footprint=config.footprint, footprint_target=config.footprint_target)
+    sampler = training_sampler(config, index, getattr(student, "needs_classical", False))
     if config.init:
         state, _ = load_student_weights(config.init)
         if config.init_strict:
