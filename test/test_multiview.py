@@ -2,6 +2,7 @@
 of views that see the same place, the cross-view and view-relational losses, a training run."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -20,6 +21,7 @@ from dmd3c_ros.training.view_losses import (CrossViewConsistency, ViewRelational
 def surround(tmp_path_factory):
     out = tmp_path_factory.mktemp("surround")
     build_surround_cache(out, [0], frames_per_drive=2, image_scale=0.25)  # 400x225 views
+    build_surround_cache(out, [9000], frames_per_drive=1, image_scale=0.25, split="val")
     return out
 
 
@@ -75,6 +77,7 @@ def test_view_relational_loss_is_zero_for_the_teacher_and_grows_with_disagreemen
 def test_surround_cache_pairs_see_the_same_points(surround):
     index = load_surround_index(surround)
     assert len(index["cameras"]) == 6 and len(index["frames"]) == 2
+    assert index["val"] == ["surround_09000_000.npz"]    # a second build adds its split
     data = np.load(surround / index["frames"][0])
     assert data["rgb0"].shape == (225, 400, 3) and data["P"].shape == (6, 3, 4)
     rows, cols, u, v, alpha, beta = correspondences(
@@ -133,5 +136,10 @@ def test_a_multiview_run_trains_with_both_view_terms(surround, tmp_path_factory,
         for term in ("xview", "vrel"):
             assert math.isfinite(terms[term]) and terms[term] > 0, term
     assert (tmp_path / "run" / "best.safetensors").is_file()
+    # Validated on the held-out pairs too: the student's and the classical input's figures.
+    row = json.loads((tmp_path / "run" / "history.jsonl").read_text().splitlines()[-1])
+    for key in ("surround_xview", "surround_rmse_m", "surround_classical_xview",
+                "surround_classical_rmse_m"):
+        assert math.isfinite(row[key]) and row[key] > 0, key
     with pytest.raises(ValueError, match="need surround_cache"):
         TrainConfig(stage="finetune", weights={"xview": 1.0}).check()

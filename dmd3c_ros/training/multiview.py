@@ -32,14 +32,19 @@ from dmd3c_ros.training.synthetic import CropSampler, ring_image
 
 SURROUND_CACHE_VERSION = 1
 VISIBLE = 0.03     # a carried point is seen by b when b's own depth there is within 3 %
+VAL_SEED = 5000    # the held-out pairs are the same for every run
 
 
 def build_surround_cache(out, seeds: Sequence[int], *, frames_per_drive: int = 8,
                          rate_hz: float = 2.0, lidar: str = "vlp32", image_scale: float = 0.5,
-                         teacher_seed: int = 0,
+                         teacher_seed: int = 0, split: str = "train",
                          progress: Callable[[int, int, float], None] | None = None) -> dict:
     """Simulate the drives and write ``out/surround_<seed>_<frame>.npz`` plus ``index.json``;
-    frames already there are kept (an interrupted build resumes)."""
+    frames already there are kept (an interrupted build resumes). ``split``: "train" (the
+    index's ``frames``) or "val" (its ``val``: held-out drives the trainer validates on); a
+    build adds its frames to those of the other split already in the index."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be train or val, got {split!r}")
     from dmd3c_ros.training.sim.drive import simulate_drive
     from dmd3c_ros.training.sim.rig import make_rig
     from dmd3c_ros.training.teachers.simulated import SimulatedMonoTeacher
@@ -69,9 +74,12 @@ def build_surround_cache(out, seeds: Sequence[int], *, frames_per_drive: int = 8
             if progress is not None:
                 progress(len(list(out.glob("surround_*.npz"))), total,
                          time.perf_counter() - start)
+    old = json.loads((out / "index.json").read_text()) if (out / "index.json").exists() else {}
     index = {"version": SURROUND_CACHE_VERSION, "rig": "surround", "cameras": names,
              "image_scale": image_scale, "lidar": lidar, "teacher": teacher.name,
-             "seeds": list(seeds), "frames": files}
+             "frames": old.get("frames", []), "val": old.get("val", [])}
+    key = "frames" if split == "train" else "val"
+    index[key] = sorted(set(index[key]) | set(files))
     (out / "index.json").write_text(json.dumps(index, indent=1))
     return index
 
@@ -188,6 +196,17 @@ class PairSampler:
                                   data[f"sparse{index}"][crop], data[f"ring{index}"][crop],
                                   data[f"teacher{index}"][crop], flip=False)
 
+    def validation_batch(self, pairs: int = 16) -> dict[str, np.ndarray] | None:
+        """``pairs`` fixed pairs of the cache's held-out drives (its ``val`` split), the crops
+        without photometric jitter; None when the cache has no such drives."""
+        from dataclasses import replace
+        held_out = load_surround_index(self.root).get("val", [])
+        if not held_out:
+            return None
+        sampler = PairSampler(self.root, replace(self.crops, jitter=False), crop=self.crop,
+                              samples=self.samples, seed=VAL_SEED, files=list(held_out))
+        return sampler.batch([(0, 0, i) for i in range(pairs)])
+
     def batch(self, keys: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
         """B pairs: the per-view arrays of the B a crops, then of the B b crops; the
         correspondences (B, K, ...)."""
@@ -196,6 +215,33 @@ class PairSampler:
         out = {k: np.stack([v[k] for v in views]) for k in views[0]}
         out.update({k: np.stack([it[2][k] for it in items]) for k in items[0][2]})
         return out
+
+
+def surround_figures(student, batch: dict, depth_scale: float) -> dict[str, float]:
+    """Validation figures of ``student`` (eval mode) on a fixed ``PairSampler`` batch of
+    held-out pairs: ``surround_xview`` (mean |log| ratio of the two views at their shared
+    points), ``surround_rmse_m`` (RMSE over both crops' ground truth, metres), and the same of
+    the classical input (``surround_classical_*``)."""
+    import torch
+
+    from dmd3c_ros.training.view_losses import CrossViewConsistency
+    was = student.training
+    student.eval()
+    device = next(student.parameters()).device
+    tensors = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+    try:
+        with torch.no_grad():
+            depth = student(tensors["rgb"], tensors["sparse"], tensors["classical"])[0]
+    finally:
+        student.train(was)
+    target = tensors["target"]
+    valid = target > 0
+    figures = {}
+    for name, value in (("surround", depth), ("surround_classical", tensors["classical"])):
+        figures[f"{name}_xview"] = float(CrossViewConsistency()(value, tensors))
+        error = (value - target)[valid & (value > 0)] * depth_scale
+        figures[f"{name}_rmse_m"] = float(torch.sqrt(torch.mean(error ** 2)))
+    return figures
 
 
 def _box(row, col, shape, ch: int, cw: int) -> tuple[int, int]:
@@ -214,6 +260,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="0:12", help="drive seeds, START:STOP (default 0:12)")
     p.add_argument("--frames", type=int, default=8, help="frames per drive")
     p.add_argument("--image-scale", type=float, default=0.5)
+    p.add_argument("--split", choices=("train", "val"), default="train",
+                   help="val: held-out drives the trainer validates on (e.g. --seeds 5000:5002)")
     args = p.parse_args(argv)
     start, stop = (int(v) for v in args.seeds.split(":"))
 
@@ -221,8 +269,10 @@ def main(argv=None) -> int:
         print(f"  {done}/{total} instants, {seconds:.0f} s", flush=True)
 
     index = build_surround_cache(args.out, list(range(start, stop)), frames_per_drive=args.frames,
-                                 image_scale=args.image_scale, progress=progress)
-    print(f"wrote {len(index['frames'])} instants of {len(index['cameras'])} cameras to {args.out}")
+                                 image_scale=args.image_scale, split=args.split,
+                                 progress=progress)
+    print(f"{args.out}: {len(index['frames'])} training and {len(index['val'])} validation "
+          f"instants of {len(index['cameras'])} cameras")
     return 0
 
 

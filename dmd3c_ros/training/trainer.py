@@ -149,9 +149,12 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
     key = SELECT_KEYS[config.select]
     best = {key: math.inf}
     real = None
+    surround_val = None
     if rank == 0:
         val = validation_frames(config.cache, split_files(index, "val"), config.val_frames,
                                 config.depth_scale)
+        if config.surround_cache:  # held-out pairs of the surround rig, when the cache has them
+            surround_val = sampler.validation_batch()
         real = extra_validation if (config.real_val or config.select == "real") else None
         if real is None and config.select == "real":
             raise ValueError("select: real needs the real-frame validation (dmd3c train passes "
@@ -203,6 +206,9 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
         if (step + 1) % config.val_every == 0 or final:
             judged = average.model if average is not None else module.student
             figures = validate(judged, val, config)
+            if surround_val is not None:
+                from dmd3c_ros.training.multiview import surround_figures
+                figures.update(surround_figures(judged, surround_val, config.depth_scale))
             if real is not None:
                 figures.update(real(judged))
             figures["step"] = step + 1
