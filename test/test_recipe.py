@@ -99,7 +99,9 @@ def test_recipe_of_the_shipped_student_names_existing_configs():
     assert [Path(run).name for run in recipe["runs"]] == [
         "pretrain_residual.yaml", "finetune_residual_geo.yaml",
         "finetune_residual_geo_footprint.yaml", "finetune_residual_geo_views.yaml"]
-    assert [c.get("kind", "front") for c in recipe["caches"]] == ["front", "surround"]
+    assert [c.get("kind", "front") for c in recipe["caches"]] == ["front", "surround",
+                                                                  "surround"]
+    assert recipe["caches"][2]["split"] == "val"
     assert all(Path(run).is_file() for run in recipe["runs"])
     # Each run starts from the one before it.
     from dmd3c_ros.training.train_config import TrainConfig
