@@ -126,7 +126,7 @@ def test_a_multiview_run_trains_with_both_view_terms(surround, tmp_path_factory,
                          warmup_steps=1, threads=1, val_every=2, checkpoint_every=2,
                          val_frames=1, log_every=1, progress=False, depth_scale=120.0,
                          max_depth=120.0, beam_probs={32: 1.0}, real_val=False,
-                         surround_cache=str(surround), view_samples=16,
+                         surround_cache=str(surround), view_samples=16, select="surround",
                          weights={"depth": 1.0, "xview": 0.5, "vrel": 0.5})
     config.check()
     result = train(config)
@@ -143,3 +143,9 @@ def test_a_multiview_run_trains_with_both_view_terms(surround, tmp_path_factory,
         assert math.isfinite(row[key]) and row[key] > 0, key
     with pytest.raises(ValueError, match="need surround_cache"):
         TrainConfig(stage="finetune", weights={"xview": 1.0}).check()
+    # The checkpoint chosen on the held-out pairs' RMSE.
+    assert result["best"]["surround_rmse_m"] == min(
+        json.loads(x)["surround_rmse_m"]
+        for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines())
+    with pytest.raises(ValueError, match="select: surround needs surround_cache"):
+        TrainConfig(stage="finetune", select="surround").check()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 STAGES = ("pretrain", "finetune")
 # The validation figure that picks best.safetensors, per TrainConfig.select.
-SELECT_KEYS = {"synthetic": "hdl64_rmse_m", "real": "real_rmse_ratio"}
+SELECT_KEYS = {"synthetic": "hdl64_rmse_m", "real": "real_rmse_ratio",
+               "surround": "surround_rmse_m"}   # held-out surround pairs (surround_cache)
 TERMS = ("depth", "log", "grad", "nll", "ssi", "bins", "feature", "focal", "uwd", "xview",
          "vrel")
 DISTILLATION_TERMS = ("ssi", "bins", "feature", "focal", "uwd", "vrel")
@@ -47,7 +48,8 @@ class TrainConfig:
                                   # surround rig (training.multiview), batch_size pairs
     view_samples: int = 128       # correspondences per pair (xview, vrel)
     real_val: bool = True         # also validate on the real frames of ../shared/data
-    select: str = "synthetic"     # best checkpoint by: "synthetic" (hdl64_rmse_m) or "real"
+    select: str = "synthetic"     # best checkpoint by: "synthetic" (hdl64_rmse_m), "real"
+                                  # or "surround" (held-out surround pairs' RMSE)
     ema: float = 0.0              # > 0: validate and keep an exponential moving average of
                                   # the weights (decay per step), not the raw weights
     beam_probs: dict = field(default_factory=lambda: {64: 0.45, 32: 0.15, 16: 0.15, 8: 0.1,
@@ -89,8 +91,10 @@ class TrainConfig:
                                             if t != "ssi"):
             raise ValueError("pretrain supervises with the teacher's depth directly; the "
                              "distillation terms (bins, feature, focal, uwd) are for finetune")
-        if self.select not in ("synthetic", "real"):
-            raise ValueError(f"select must be 'synthetic' or 'real', got {self.select!r}")
+        if self.select not in SELECT_KEYS:
+            raise ValueError(f"select must be one of {sorted(SELECT_KEYS)}, got {self.select!r}")
+        if self.select == "surround" and not self.surround_cache:
+            raise ValueError("select: surround needs surround_cache (its held-out pairs)")
         if any(self.weights.get(t, 0) for t in VIEW_TERMS) and not self.surround_cache:
             raise ValueError(f"the loss terms {VIEW_TERMS} need surround_cache (pairs of views)")
         if self.crop[0] % 32 or self.crop[1] % 32:

@@ -155,6 +155,9 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
                                 config.depth_scale)
         if config.surround_cache:  # held-out pairs of the surround rig, when the cache has them
             surround_val = sampler.validation_batch()
+        if surround_val is None and config.select == "surround":
+            raise ValueError(f"select: surround needs held-out pairs: build {config.surround_cache}"
+                             "'s val split (python -m dmd3c_ros.training.multiview --split val)")
         real = extra_validation if (config.real_val or config.select == "real") else None
         if real is None and config.select == "real":
             raise ValueError("select: real needs the real-frame validation (dmd3c train passes "
