@@ -30,8 +30,7 @@ class FusedCloud:
         Returns the number of points published."""
         points, owners = fuse_views([v[3] for v in views], [v[1] for v in views],
                                     [v[2] for v in views], self.stride)
-        names = [v[0] for v in views]
-        camera = np.array([self.index[names[i]] for i in owners], np.float32)
+        camera = np.array([self.index[v[0]] for v in views], np.float32)[owners]
         self.publisher.publish(xyz_to_pointcloud2(points, sweep_header, {"camera": camera}))
         return len(points)
 
