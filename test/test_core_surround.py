@@ -12,8 +12,8 @@ from dmd3c_ros.core.camera import CalibrationError, PinholeCamera
 from dmd3c_ros.core.io import InputFileError
 from dmd3c_ros.core.nuscenes_sample import CAMERAS, load_nuscenes_sample, ring_order
 from dmd3c_ros.core.projection import project_to_depth
-from dmd3c_ros.core.surround import (FIGURES, fuse_views, mean_figures, overlap_disagreement, pair_disagreement,
-                                     ring_pairs, seam_map)
+from dmd3c_ros.core.surround import (FIGURES, fuse_views, mean_figures, overlap_disagreement,
+                                     pair_disagreement, ring_pairs, seam_map)
 from dmd3c_ros.evaluation.lidar_split import holdout_every_mask, split_sweep
 
 CAMERA = PinholeCamera.from_intrinsics(80.0, 80.0, 63.5, 47.5, 128, 96)

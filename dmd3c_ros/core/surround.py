@@ -82,9 +82,13 @@ def seam_map(depth_a: np.ndarray, camera_a: PinholeCamera, a_from_lidar: np.ndar
              ) -> np.ndarray:
     """(H_a, W_a) float32: at each pixel of A that ``overlap_disagreement`` compares with B,
     the :func:`relative_disagreement` in per cent; NaN elsewhere (arguments as there)."""
-    carried, reference, rows, columns = overlap_depths(
-        depth_a, camera_a, a_from_lidar, depth_b, camera_b, b_from_lidar, pixels=True)
-    out = np.full((camera_a.height, camera_a.width), np.nan, np.float32)
+    return _seam_map(camera_a, overlap_depths(depth_a, camera_a, a_from_lidar, depth_b,
+                                              camera_b, b_from_lidar, pixels=True))
+
+
+def _seam_map(camera: PinholeCamera, overlap) -> np.ndarray:
+    carried, reference, rows, columns = overlap
+    out = np.full((camera.height, camera.width), np.nan, np.float32)
     out[rows, columns] = relative_disagreement(carried, reference)
     return out
 
@@ -139,15 +143,22 @@ def overlap_disagreement(depth_a: np.ndarray, camera_a: PinholeCamera, a_from_li
 
 
 def pair_disagreement(depth_a: np.ndarray, camera_a: PinholeCamera, a_from_lidar: np.ndarray,
-                      depth_b: np.ndarray, camera_b: PinholeCamera, b_from_lidar: np.ndarray
-                      ) -> dict[str, float]:
+                      depth_b: np.ndarray, camera_b: PinholeCamera, b_from_lidar: np.ndarray,
+                      *, maps: bool = False):
     """``overlap_disagreement`` in both directions (A into B and B into A), pooled: one set of
     figures over the pixels of both directions (arguments as there). Symmetric in A and B
     except for ``mean_m``'s sign convention (each direction: the carried depth minus the
-    reference)."""
-    ab = overlap_depths(depth_a, camera_a, a_from_lidar, depth_b, camera_b, b_from_lidar)
-    ba = overlap_depths(depth_b, camera_b, b_from_lidar, depth_a, camera_a, a_from_lidar)
-    return disagreement_figures(np.concatenate([ab[0], ba[0]]), np.concatenate([ab[1], ba[1]]))
+    reference). With ``maps``: (figures, A's :func:`seam_map` against B, B's against A), from
+    the same comparisons."""
+    ab = overlap_depths(depth_a, camera_a, a_from_lidar, depth_b, camera_b, b_from_lidar,
+                        pixels=maps)
+    ba = overlap_depths(depth_b, camera_b, b_from_lidar, depth_a, camera_a, a_from_lidar,
+                        pixels=maps)
+    figures = disagreement_figures(np.concatenate([ab[0], ba[0]]),
+                                   np.concatenate([ab[1], ba[1]]))
+    if not maps:
+        return figures
+    return figures, _seam_map(camera_a, ab), _seam_map(camera_b, ba)
 
 
 def fuse_views(depths: Sequence[np.ndarray], cameras: Sequence[PinholeCamera],

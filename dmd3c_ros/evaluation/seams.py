@@ -14,28 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dmd3c_ros.core.surround import ring_pairs, seam_map
 
 TILE_WIDTH = 400      # pixels per camera tile
 MAX_PCT = 20.0        # the colour scale's top, per cent
-
-
-def camera_seams(name: str, depths: dict, views: dict, names) -> np.ndarray | None:
-    """(H, W) float32 per cent of camera ``name`` against its ring neighbours (NaN where not
-    compared), or None when it has no depth."""
-    if name not in depths:
-        return None
-    camera, from_lidar = views[name]
-    out = np.full((camera.height, camera.width), np.nan, np.float32)
-    for a, b in ring_pairs([n for n in names if n in depths]):
-        if name not in (a, b):
-            continue
-        other = b if name == a else a
-        other_camera, other_from_lidar = views[other]
-        pct = seam_map(depths[name], camera, from_lidar, depths[other], other_camera,
-                       other_from_lidar)
-        out = np.fmax(out, pct)
-    return out
 
 
 def tile(rgb: np.ndarray, pct: np.ndarray | None, label: str, *, width: int = TILE_WIDTH,
@@ -59,24 +40,24 @@ def tile(rgb: np.ndarray, pct: np.ndarray | None, label: str, *, width: int = TI
     return small
 
 
-def seam_picture(images: dict, depths: dict, views: dict, names) -> np.ndarray:
-    """The tiles of every camera of ``names`` (ring order) side by side, RGB uint8."""
-    tiles = [tile(images[n], camera_seams(n, depths, views, names), n) for n in names]
+def seam_picture(images: dict, seams: dict, names) -> np.ndarray:
+    """The tiles of every camera of ``names`` (ring order) side by side, RGB uint8; ``seams``:
+    camera -> (H, W) per cent against its neighbours (``evaluation.surround.consistency``)."""
+    tiles = [tile(images[n], seams.get(n), n) for n in names]
     height = max(t.shape[0] for t in tiles)
     tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0))) for t in tiles]
     return np.concatenate(tiles, axis=1)
 
 
-def write_seam_picture(out_dir, label: str, images: dict, depths: dict, views: dict,
-                       names) -> Path:
+def write_seam_picture(out_dir, label: str, images: dict, seams: dict, names) -> Path:
     """``out_dir/seams_<label>.png`` (label made file-name safe); returns its path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"seams_{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}.png"
-    picture = seam_picture(images, depths, views, names)
+    picture = seam_picture(images, seams, names)
     if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {path}")
     return path
 
 
-__all__ = ["MAX_PCT", "camera_seams", "seam_picture", "tile", "write_seam_picture"]
+__all__ = ["MAX_PCT", "seam_picture", "tile", "write_seam_picture"]

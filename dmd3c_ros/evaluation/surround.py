@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from dmd3c_ros.core.metrics import average_metrics, depth_metrics
 from dmd3c_ros.core.nuscenes_sample import load_nuscenes_sample
 from dmd3c_ros.core.surround import mean_figures, pair_disagreement, ring_pairs
@@ -60,15 +62,25 @@ def pair_key(a: str, b: str) -> str:
     return f"{a}|{b}"
 
 
-def consistency(depths: dict, views: dict, names) -> dict:
+def consistency(depths: dict, views: dict, names, seams: dict | None = None) -> dict:
     """``{"A|B": figures, ..., "mean": figures + pairs}`` over the ring pairs of ``names``.
 
     depths: camera -> (H, W) metres (NaN or <= 0 = none); views: camera -> (PinholeCamera,
-    lidar_to_camera). Cameras missing from ``depths`` are left out of the ring.
+    lidar_to_camera). Cameras missing from ``depths`` are left out of the ring. ``seams``, when
+    given, is filled with camera -> its seam map against its ring neighbours (the larger of
+    the two where both compare; ``core.surround.seam_map``), from the same comparisons.
     """
     ring = [n for n in names if n in depths]
-    rows = {pair_key(a, b): pair_disagreement(depths[a], *views[a], depths[b], *views[b])
-            for a, b in ring_pairs(ring)}
+    rows = {}
+    for a, b in ring_pairs(ring):
+        pair = pair_disagreement(depths[a], *views[a], depths[b], *views[b],
+                                 maps=seams is not None)
+        if seams is None:
+            rows[pair_key(a, b)] = pair
+            continue
+        rows[pair_key(a, b)], map_a, map_b = pair
+        for name, found in ((a, map_a), (b, map_b)):
+            seams[name] = found if name not in seams else np.fmax(seams[name], found)
     return {**rows, "mean": mean_figures(list(rows.values()), sliver=SLIVER)}
 
 
@@ -109,15 +121,16 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
             total_ms = (time.perf_counter() - start) * 1000.0  # s to ms
             depths = {n: r.depth for n, r in zip(names, out.results) if r is not None}
             cameras = {n: depth_metrics(depths[n], truth[n]) for n in names if n in depths}
+            maps = {} if seams_dir is not None else None
             mean = average_metrics(cameras.values())
             mean["cameras"] = mean.pop("frames")
             results[run.name] = {
                 "cameras": cameras, "mean": mean,
-                "consistency": consistency(depths, views, names),
+                "consistency": consistency(depths, views, names, maps),
                 "batch_ms": {"total": total_ms, **out.timings_ms},
                 "skipped": [names[i] for i in out.skipped]}
             if seams_dir is not None:
-                seams[run.name] = write_seam_picture(seams_dir, run.name, images, depths, views,
+                seams[run.name] = write_seam_picture(seams_dir, run.name, images, maps,
                                                      names).name
             if progress is not None:
                 progress(f"{run.name}: {len(depths)} cameras in one batch, "
@@ -125,10 +138,11 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
     finally:
         for run in runs:
             run.pipeline.backend.close()
-    reference = {"lidar_ground_truth": {"consistency": consistency(truth, views, names)}}
+    maps = {} if seams_dir is not None else None
+    reference = {"lidar_ground_truth": {"consistency": consistency(truth, views, names, maps)}}
     if seams_dir is not None:
         seams["reference: held-out LiDAR"] = write_seam_picture(
-            seams_dir, "lidar_ground_truth", images, truth, views, names).name
+            seams_dir, "lidar_ground_truth", images, maps, names).name
     stamps = {c.name: c.stamp for c in sample.cameras}
     run_info = {
         "source": str(folder), "kind": "nuscenes", "cameras": names,
@@ -213,7 +227,8 @@ def write_surround_report(out_dir, summary: dict, *, command: str) -> Path:
         "Consistency: each valid pixel of one camera lifted to 3-D, carried into its ring "
         "neighbour through the LiDAR frame and compared with the neighbour's depth where it "
         "lands (both directions pooled); occlusion between the two viewpoints counts as "
-        "disagreement; rel = |d_a - d_b| / ((d_a + d_b) / 2). The reference rows do the same with the held-out LiDAR maps (only "
+        "disagreement; rel = |d_a - d_b| / ((d_a + d_b) / 2). The reference rows do the same "
+        "with the held-out LiDAR maps (only "
         "pixels where both have a return; the same points seen from two cameras): the floor "
         "set by pixel rounding and occlusion.",
     ]
