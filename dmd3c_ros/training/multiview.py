@@ -53,27 +53,28 @@ def build_surround_cache(out, seeds: Sequence[int], *, frames_per_drive: int = 8
     rig = make_rig("surround", image_scale)
     names = [m.name for m in rig.cameras]
     teacher = SimulatedMonoTeacher(seed=teacher_seed)
+    calibration = {"P": np.stack([m.camera.P for m in rig.cameras]),   # the rig's, every frame
+                   "lidar_to_camera": np.stack([rig.lidar_to_camera(m) for m in rig.cameras])}
     files, total, start = [], len(seeds) * frames_per_drive, time.perf_counter()
     for seed in seeds:
         wanted = [f"surround_{seed:05d}_{i:03d}.npz" for i in range(frames_per_drive)]
         files += wanted
         if all((out / name).exists() for name in wanted):
             continue
-        for frame, name in zip(simulate_drive(seed, frames_per_drive, rig, lidar,
-                                              rate_hz=rate_hz), wanted):
-            arrays = {"P": np.stack([m.camera.P for m in rig.cameras]),
-                      "lidar_to_camera": np.stack([rig.lidar_to_camera(m) for m in rig.cameras])}
+        drive = simulate_drive(seed, frames_per_drive, rig, lidar, rate_hz=rate_hz)
+        for k, (frame, name) in enumerate(zip(drive, wanted)):
+            arrays = dict(calibration)
             for i, (mount, cam) in enumerate(zip(rig.cameras, frame.cameras)):
                 depth = np.nan_to_num(cam.depth, nan=0.0).astype(np.float32)
-                sparse, ring = ring_image(frame.points, mount.camera, arrays["lidar_to_camera"][i])
+                sparse, ring = ring_image(frame.points, mount.camera,
+                                          calibration["lidar_to_camera"][i])
                 arrays.update({f"rgb{i}": cam.rgb, f"depth{i}": depth, f"sparse{i}": sparse,
                                f"ring{i}": ring, f"teacher{i}": teacher.predict(
                                    cam.rgb, depth=depth, index=(seed * 1000 + frame.index) * 8 + i
                                ).astype(np.float32)})
             np.savez(out / name, **arrays)
             if progress is not None:
-                progress(len(list(out.glob("surround_*.npz"))), total,
-                         time.perf_counter() - start)
+                progress(len(files) - len(wanted) + k + 1, total, time.perf_counter() - start)
     old = json.loads((out / "index.json").read_text()) if (out / "index.json").exists() else {}
     index = {"version": SURROUND_CACHE_VERSION, "rig": "surround", "cameras": names,
              "image_scale": image_scale, "lidar": lidar, "teacher": teacher.name,
@@ -110,18 +111,16 @@ def correspondences(depth_a, P_a, a_from_lidar, depth_b, P_b, b_from_lidar):
     b_from_a = np.asarray(b_from_lidar, np.float64) @ np.linalg.inv(a_from_lidar)
     rotation, shift = b_from_a[:3, :3], b_from_a[:3, 3]
     carried = points @ rotation.T + shift
-    z = carried[:, 2]
-    in_front = z > 1e-3
-    pixels = carried[in_front] @ np.asarray(P_b, np.float64)[:, :3].T + P_b[:, 3]
-    u = np.full(len(z), -1.0)
-    v = np.full(len(z), -1.0)
-    u[in_front], v[in_front] = pixels[:, 0] / pixels[:, 2], pixels[:, 1] / pixels[:, 2]
+    uv, z = camera_b.project(carried)                     # NaN behind b
     h, w = depth_b.shape
-    ui, vi = np.rint(u).astype(np.int64), np.rint(v).astype(np.int64)
-    inside = in_front & (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
+    with np.errstate(invalid="ignore"):
+        ui, vi = np.rint(uv[:, 0]), np.rint(uv[:, 1])
+        inside = (z > 1e-3) & (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
+    ui, vi = ui[inside].astype(np.int64), vi[inside].astype(np.int64)
     seen = np.zeros(len(z), bool)
-    reference = depth_b[vi[inside], ui[inside]]
+    reference = depth_b[vi, ui]
     seen[inside] = (reference > 0) & (np.abs(reference - z[inside]) <= VISIBLE * z[inside])
+    u, v = uv[:, 0], uv[:, 1]
     # A point at depth d along a's ray through p: X_a = d r + c, so z_b = d (R r)_z + (R c + t)_z.
     ray = points[seen] - _centre(P_a)                       # d r, with d = depth_a at p
     d = depth_a[rows[seen], cols[seen]].astype(np.float64)
