@@ -343,7 +343,8 @@ def test_tensorrt_missing_is_a_clear_error(spec):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(factory.cuda_device_count() == 0, reason="no CUDA GPU")
-@pytest.mark.skipif(not factory.tensorrt_installed(), reason="TensorRT and CUDA bindings not installed")
+@pytest.mark.skipif(not factory.tensorrt_installed(),
+                    reason="TensorRT and CUDA bindings not installed")
 def test_tensorrt_engine_matches_onnxruntime(spec, tmp_path):
     reference = OnnxRuntimeBackend(spec)
     frames = [frame(120, 300, 11), frame(90, 400, 12)]

@@ -2,7 +2,8 @@
 
 ``auto`` resolves to ``tensorrt`` when :func:`tensorrt_available` (TensorRT and CUDA bindings
 importable and a CUDA device present), else ``onnxruntime``. The detection functions are
-module-level so that tests can patch them; backend modules are imported only when their backend is created.
+module-level so that tests can patch them; backend modules are imported only when their backend
+is created.
 """
 from __future__ import annotations
 
