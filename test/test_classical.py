@@ -34,6 +34,21 @@ def test_empty_input_gives_no_values_and_input_is_untouched():
     np.testing.assert_array_equal(sparse, before)
 
 
+def test_inf_and_beyond_the_pivot_are_no_value():
+    sparse = np.zeros((20, 20), np.float32)
+    sparse[10, 10] = 7.0
+    sparse[2, 2] = np.inf
+    sparse[4, 4] = -np.inf
+    sparse[6, 6] = 150.0  # beyond max_depth: dropped, not clipped
+    dense = complete_classical(sparse, max_depth=100.0)
+    assert dense.dtype == np.float32
+    np.testing.assert_allclose(dense[np.isfinite(dense)], 7.0, atol=1e-4)
+    assert np.isfinite(dense).any()
+    # float64 input gives the same float32 answer
+    np.testing.assert_array_equal(complete_classical(sparse.astype(np.float64), max_depth=100.0),
+                                  dense)
+
+
 def test_rejects_wrong_shape():
     with pytest.raises(ValueError):
         complete_classical(np.zeros((4, 4, 1), np.float32))

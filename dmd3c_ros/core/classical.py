@@ -29,8 +29,10 @@ _MIN_VALID = 0.1  # metres; returns nearer than this are sensor noise
 
 
 def _fill_empty(depth: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    dilated = cv2.dilate(depth, kernel)
-    return np.where(depth > _MIN_VALID, depth, dilated)
+    """Empty pixels take the kernel's dilation; the others keep their value (a new array)."""
+    filled = cv2.dilate(depth, kernel)
+    np.copyto(filled, depth, where=depth > _MIN_VALID)
+    return filled
 
 
 def _extend_to_top(depth: np.ndarray) -> np.ndarray:
@@ -54,11 +56,15 @@ def complete_classical(sparse: np.ndarray, *, max_depth: float = 100.0) -> np.nd
     depth = np.asarray(sparse, dtype=np.float32)
     if depth.ndim != 2:
         raise ValueError(f"sparse depth must be (H, W), got shape {depth.shape}")
-    valid = np.isfinite(depth) & (depth > _MIN_VALID) & (depth <= max_depth)
-    inv = np.where(valid, max_depth - depth, 0.0).astype(np.float32)  # nearer -> larger
+    # Float32 arithmetic throughout, in place where it can be (this runs on every frame).
+    pivot, threshold = np.float32(max_depth), np.float32(_MIN_VALID)
+    with np.errstate(invalid="ignore"):  # NaN compares False: no value
+        valid = (depth > threshold) & (depth <= pivot)
+    inv = np.subtract(pivot, depth)  # nearer -> larger
     # Inverted depths of valid pixels lie in [0, max_depth - 0.1]; shift by the threshold so that
     # "no value" (0) stays distinct from a return at exactly max_depth.
-    inv = np.where(valid, inv + _MIN_VALID, 0.0).astype(np.float32)
+    inv += threshold
+    inv[~valid] = 0.0
 
     inv = cv2.dilate(inv, DIAMOND_5)
     inv = cv2.morphologyEx(inv, cv2.MORPH_CLOSE, FULL_5)
@@ -66,14 +72,14 @@ def complete_classical(sparse: np.ndarray, *, max_depth: float = 100.0) -> np.nd
     inv = _extend_to_top(inv)
     inv = _fill_empty(inv, FULL_31)
 
-    filled = inv > _MIN_VALID
-    blurred = cv2.medianBlur(inv, 5)
-    inv = np.where(filled, blurred, inv)
-    blurred = cv2.GaussianBlur(inv, (5, 5), 0)
-    inv = np.where(filled, blurred, inv)
+    filled = inv > threshold
+    np.copyto(inv, cv2.medianBlur(inv, 5), where=filled)
+    np.copyto(inv, cv2.GaussianBlur(inv, (5, 5), 0), where=filled)
 
-    out = np.where(inv > _MIN_VALID, max_depth - (inv - _MIN_VALID), np.nan)
-    return out.astype(np.float32)
+    out = np.subtract(inv, threshold)
+    np.subtract(pivot, out, out=out)
+    out[~(inv > threshold)] = np.nan
+    return out
 
 
 def classical_units(sparse: np.ndarray, *, max_depth: float, depth_scale: float) -> np.ndarray:
