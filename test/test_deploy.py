@@ -149,6 +149,15 @@ def test_onnxruntime_session_options(float_spec):
                                  session_config={"session.intra_op.allow_spinning": "0"})
     assert backend.graph_optimization == "basic"
     assert backend.session_config == {"session.intra_op.allow_spinning": "0"}
+    # Ours by default: worker threads sleep between runs; spinning=True or an entry brings
+    # ONNX Runtime's own default back, and an explicit entry wins over the flag.
+    spec = load_spec(float_spec)
+    assert OnnxRuntimeBackend(spec).session_config == {"session.intra_op.allow_spinning": "0"}
+    assert OnnxRuntimeBackend(spec, spinning=True).session_config == {
+        "session.intra_op.allow_spinning": "1"}
+    assert OnnxRuntimeBackend(spec, spinning=True, session_config={
+        "session.intra_op.allow_spinning": "0"}).session_config == {
+        "session.intra_op.allow_spinning": "0"}
     with pytest.raises(ValueError, match="graph_optimization"):
         OnnxRuntimeBackend(load_spec(float_spec), graph_optimization="max")
 
@@ -163,7 +172,9 @@ def test_ort_tuning_table(float_spec, tmp_path, capsys):
     result = json.loads(report.read_text())
     assert set(result["sessions"]) == {"threads 1, spinning on, all",
                                        "threads 1, spinning off, all"}
-    assert all(row["p90_ms"] >= row["median_ms"] > 0 for row in result["sessions"].values())
+    assert all(row[f"{way}_p90_ms"] >= row[f"{way}_median_ms"] > 0
+               for row in result["sessions"].values() for way in ("network", "frame"))
+    assert result["default"].endswith("spinning off, all")  # the backend's default
     table = capsys.readouterr().out
     assert table.count("| threads 1, spinning") == 2
     assert "`python -m dmd3c_ros.deploy.ort_tuning --model" in table

@@ -2,22 +2,37 @@
 
 The session uses every graph optimisation, the CUDA execution provider first when this
 onnxruntime build has it and the CPU provider always, and ``intra_op_threads`` threads (default:
-the number of CPU cores), with ONNX Runtime's spinning worker threads: the settings that measured
-fastest for the shipped student on 2 cores (``python -m dmd3c_ros.deploy.ort_tuning``,
-docs/benchmarks.md). ``graph_optimization`` and ``session_config`` (ONNX Runtime session config
-entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``) override them. Frames are batched
-into one ``run`` call when the ONNX batch dimension is dynamic, in chunks of the static batch
-size otherwise.
+the number of CPU cores), with ONNX Runtime's worker threads NOT spinning between runs
+(``spinning=False``): a frame's Python and OpenCV steps (projection, the classical pre-step,
+publishing) run between two network runs, and spinning workers take the cores from them. On 2
+cores that halved the completion node's latency (docs/benchmarks.md, "Spinning"), although the
+network alone, run back to back, is faster with spinning (``python -m
+dmd3c_ros.deploy.ort_tuning`` times both). ``graph_optimization``, ``spinning`` and
+``session_config`` (ONNX Runtime session config entries, which win over ``spinning``) override
+them.
+
+Several frames in one call (the views of a sweep): on the CPU they run as single frames on
+``view_workers`` threads (default: the CPU cores), each through a second, one-thread session;
+ONNX Runtime releases the GIL while it runs and so do OpenCV and numpy's big operations, so
+one view's pre-step overlaps another's network. On 2 cores the six views of the nuScenes
+keyframe took 0.66-0.69x the time of six single frames this way, while one batched call took
+1.05-1.2x (docs/benchmarks.md). With the CUDA provider, a static batch size or
+``view_workers=1``, frames are batched into one ``run`` call when the ONNX batch dimension is
+dynamic, in chunks of the static batch size otherwise.
 """
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 
 from dmd3c_ros.runtime.base import BackendError, BackendUnavailableError
-from dmd3c_ros.runtime.network import NetworkBackend
+from dmd3c_ros.runtime.network import STAGES, NetworkBackend
 from dmd3c_ros.runtime.spec import ModelSpec
+
+SPINNING = "session.intra_op.allow_spinning"  # ONNX Runtime's session config key
 
 
 def cpu_cores() -> int:
@@ -51,47 +66,81 @@ class OnnxRuntimeBackend(NetworkBackend):
             model's static batch size.
         graph_optimization: "basic", "extended" or "all" (ONNX Runtime's graph optimisation
             levels; "all" adds the layout transformations, NCHWc on x86).
-        session_config: ONNX Runtime session config entries {key: value}.
+        spinning: let ONNX Runtime's worker threads spin after a run (its own default);
+            False (ours) puts them to sleep.
+        session_config: ONNX Runtime session config entries {key: value}; an entry for
+            ``session.intra_op.allow_spinning`` wins over ``spinning``.
+        view_workers: threads that run the frames of one call side by side on the CPU
+            (module docstring); None = the CPU cores, 1 = one batched call.
     """
 
     name = "onnxruntime"
 
     def __init__(self, spec: ModelSpec, *, intra_op_threads: int | None = None,
                  providers: list[str] | None = None, max_batch: int | None = None,
-                 graph_optimization: str = "all",
-                 session_config: dict[str, str] | None = None) -> None:
+                 graph_optimization: str = "all", spinning: bool = False,
+                 session_config: dict[str, str] | None = None,
+                 view_workers: int | None = None) -> None:
         super().__init__(spec)
-        ort = _import_onnxruntime()
+        ort = self._ort = _import_onnxruntime()
         levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
                   "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                   "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
         if graph_optimization not in levels:
             raise ValueError(f"graph_optimization must be one of {sorted(levels)}, got "
                              f"{graph_optimization!r}")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = levels[graph_optimization]
-        for key, value in (session_config or {}).items():
-            options.add_session_config_entry(str(key), str(value))
+        self._level = levels[graph_optimization]
+        entries = {SPINNING: "1" if spinning else "0"}
+        entries.update({str(k): str(v) for k, v in (session_config or {}).items()})
+        self.session_config = entries
         threads = int(intra_op_threads) if intra_op_threads else cpu_cores()  # None/0: all
         if threads < 1:
             raise ValueError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
-        options.intra_op_num_threads = threads
+        workers = cpu_cores() if view_workers is None else int(view_workers)
+        if workers < 1:
+            raise ValueError(f"view_workers must be >= 1, got {view_workers}")
         if providers is None:
             available = ort.get_available_providers()
             providers = [p for p in ("CUDAExecutionProvider",) if p in available]
             providers.append("CPUExecutionProvider")
-        try:
-            self.session = ort.InferenceSession(str(spec.onnx), sess_options=options,
-                                                providers=providers)
-        except Exception as error:  # onnxruntime raises its own exception types
-            raise BackendError(f"ONNX Runtime could not load {spec.onnx}: {error}") from error
+        self.session = self._new_session(threads, providers)
         self.providers = self.session.get_providers()
         self.intra_op_threads = threads
         self.graph_optimization = graph_optimization
-        self.session_config = dict(session_config or {})
         self._check_io()
         static = self._static_batch()
         self.max_batch = min(max_batch, static) if (max_batch and static) else (max_batch or static)
+        cpu_only = self.providers == ["CPUExecutionProvider"]
+        self.view_workers = workers if cpu_only and static in (None, 1) else 1
+        self._views: tuple | None = None  # (one-thread session, thread pool), made when needed
+
+    def _new_session(self, threads: int, providers: list[str]):
+        options = self._ort.SessionOptions()
+        options.graph_optimization_level = self._level
+        for key, value in self.session_config.items():
+            options.add_session_config_entry(key, value)
+        options.intra_op_num_threads = threads
+        try:
+            return self._ort.InferenceSession(str(self.spec.onnx), sess_options=options,
+                                              providers=providers)
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise BackendError(f"ONNX Runtime could not load {self.spec.onnx}: {error}") from error
+
+    def _infer_many(self, rgbs: list[np.ndarray], sparses: list[np.ndarray], *,
+                    uncertainty: bool = True):
+        if self.view_workers < 2 or len(rgbs) < 2:
+            return super()._infer_many(rgbs, sparses, uncertainty=uncertainty)
+        if self._views is None:
+            self._views = (self._new_session(1, self.providers),
+                           ThreadPoolExecutor(self.view_workers, thread_name_prefix="dmd3c-view"))
+        session, pool = self._views
+        run = partial(self._run, session=session)
+        done = list(pool.map(lambda i: self._infer_chunk([rgbs[i]], [sparses[i]], uncertainty,
+                                                         run), range(len(rgbs))))
+        # Milliseconds per stage summed over the views (they overlap: more than the wall time).
+        self.last_timings_ms = {key: sum(spent[k] for _, spent in done)
+                                for k, key in enumerate(STAGES)}
+        return [predictions[0] for predictions, _ in done]
 
     def _check_io(self) -> None:
         spec = self.spec
@@ -122,17 +171,20 @@ class OnnxRuntimeBackend(NetworkBackend):
         batch = self.session.get_inputs()[0].shape[0]
         return batch if isinstance(batch, int) and batch > 0 else None
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run(self, feeds: dict[str, np.ndarray], session=None) -> dict[str, np.ndarray]:
         count = next(iter(feeds.values())).shape[0]
         static = self._static_batch()
         if static and count < static:  # static batch: pad with copies of the first frame
             feeds = {k: np.concatenate([v, np.repeat(v[:1], static - count, axis=0)])
                      for k, v in feeds.items()}
         try:
-            values = self.session.run(self._output_names, feeds)
+            values = (session or self.session).run(self._output_names, feeds)
         except Exception as error:
             raise BackendError(f"ONNX Runtime failed on {self.spec.onnx}: {error}") from error
         return {name: value[:count] for name, value in zip(self._output_names, values)}
 
     def close(self) -> None:
+        if self._views is not None:
+            self._views[1].shutdown(wait=True)
+            self._views = None
         self.session = None
