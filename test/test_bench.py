@@ -212,3 +212,5 @@ def test_nuscenes_sweep_batched_against_single_views(tmp_path, nuscenes_sample):
     assert ratio == pytest.approx(modes[("classical", "singles")]["stages"]["total"]["p50_ms"]
                                   / modes[("classical", "batch")]["stages"]["total"]["p50_ms"])
     assert "6 views as one batch vs one at a time" in markdown
+    assert all(r["view_workers"] == 1 for r in modes.values())  # classical: one call
+    assert "side by side" not in markdown

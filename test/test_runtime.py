@@ -188,6 +188,27 @@ def test_infer_batch_matches_single_frames(spec, model):
     assert ort_backend.infer_batch([]) == []
 
 
+def test_views_side_by_side_match_one_batched_call(spec):
+    frames = [frame(120, 300, 11), frame(100, 300, 12), frame(90, 400, 13), frame(120, 300, 14)]
+    rgbs, sparses = [f[0] for f in frames], [f[1] for f in frames]
+    batched = OnnxRuntimeBackend(spec, view_workers=1)
+    side_by_side = OnnxRuntimeBackend(spec, view_workers=3)
+    assert batched.view_workers == 1 and side_by_side.view_workers == 3
+    one_call = batched.infer_batch(rgbs, sparses)
+    for _ in range(2):  # the second call reuses the one-thread session and the threads
+        parallel = side_by_side.infer_batch(rgbs, sparses)
+        assert len(parallel) == 4
+        for a, b in zip(parallel, one_call):
+            assert_same(a, b, atol=1e-5)
+    session, _ = side_by_side._views
+    assert session is not side_by_side.session
+    assert set(side_by_side.last_timings_ms) == {"preprocess", "inference", "postprocess"}
+    with pytest.raises(ValueError, match="view_workers"):
+        OnnxRuntimeBackend(spec, view_workers=0)
+    side_by_side.close()
+    assert side_by_side._views is None
+
+
 def test_uncertainty_can_be_left_out_and_stages_are_timed(spec):
     backend = OnnxRuntimeBackend(spec)
     rgb, sparse = frame(120, 300, 4)

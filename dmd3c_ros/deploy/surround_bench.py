@@ -4,8 +4,10 @@ same views one at a time.
 Per backend, interleaved with the others round-robin (the first rotated every round), each round
 runs the sweep both ways in alternating order:
 
-    batch    CompletionPipeline.run_batch(six views): projection each, ONE batched inference
-             (the surround node's path)
+    batch    CompletionPipeline.run_batch(six views): projection each, then ONE backend call
+             (the surround node's path): one batched inference, or, for ONNX Runtime on the
+             CPU, the views side by side on its ``view_workers`` threads, whose stage columns
+             are then summed over views that overlap in time (only "total" is wall time)
     singles  CompletionPipeline.run(view) six times: six projections, six inferences
 
 Figures are per sweep (all views), milliseconds p50 / p95 per stage and in total, plus the
@@ -76,7 +78,8 @@ def measure_surround(entries, folder, *, frames: int, warmup: int,
                     stages[stage] = {"p50_ms": float(p50), "p95_ms": float(p95)}
             totals[mode] = stages["total"]["p50_ms"]
             runs.append({"backend": entry.label, "mode": mode, "frames": len(samples),
-                         "stages": stages})
+                         "stages": stages,
+                         "view_workers": getattr(entry.pipeline.backend, "view_workers", 1)})
         ratios[entry.label] = totals["singles"] / totals["batch"]
     return {"source": str(folder), "cameras": names,
             "sizes": ["{}x{}".format(*v.camera.size) for v in views],
@@ -97,5 +100,12 @@ def format_surround(result: dict, cell: Callable[[dict | None], str]) -> list[st
         lines.append(f"| {run['backend']} | {run['mode']} | "
                      + " | ".join(cell(run["stages"].get(s)) for s in STAGES) + " |")
     lines += ["", "Six single views / one batch of six, p50 total: " + ", ".join(
-        f"{label} {ratio:.2f}x" for label, ratio in result["ratios"].items()) + ".", ""]
+        f"{label} {ratio:.2f}x" for label, ratio in result["ratios"].items()) + "."]
+    parallel = sorted({f"{run['backend']} ({run['view_workers']} threads)"
+                       for run in result["runs"] if run.get("view_workers", 1) > 1})
+    if parallel:
+        lines += ["", "Batches that ran their views side by side: " + ", ".join(parallel)
+                  + "; their batch stages are summed over the views, which overlap (only the "
+                  "total is wall time)."]
+    lines.append("")
     return lines

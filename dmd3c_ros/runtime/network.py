@@ -28,6 +28,8 @@ from dmd3c_ros.core.input_transform import InputTransform
 from dmd3c_ros.runtime.base import Backend, BackendError, Prediction
 from dmd3c_ros.runtime.spec import ModelSpec
 
+STAGES = ("preprocess", "inference", "postprocess")  # NetworkBackend.last_timings_ms keys
+
 
 class ClassicalFrame:
     """The transform of one frame of a residual model with ``classical_resolution: image``:
@@ -177,17 +179,25 @@ class NetworkBackend(Backend):
                     uncertainty: bool = True) -> list[Prediction]:
         step = self.max_batch or len(rgbs)
         predictions: list[Prediction] = []
-        timings = dict.fromkeys(("preprocess", "inference", "postprocess"), 0.0)
+        timings = dict.fromkeys(STAGES, 0.0)
         for start in range(0, len(rgbs), step):
-            t0 = time.perf_counter()
-            feeds, transforms = self.io.prepare(rgbs[start:start + step],
-                                                sparses[start:start + step])
-            t1 = time.perf_counter()
-            outputs = self._run(feeds)
-            t2 = time.perf_counter()
-            predictions.extend(self.io.finish(outputs, transforms, uncertainty=uncertainty))
-            t3 = time.perf_counter()
-            for key, seconds in zip(timings, (t1 - t0, t2 - t1, t3 - t2)):
-                timings[key] += seconds * 1000.0  # s to ms
+            chunk, spent = self._infer_chunk(rgbs[start:start + step],
+                                             sparses[start:start + step], uncertainty)
+            predictions.extend(chunk)
+            for key, ms in zip(STAGES, spent):
+                timings[key] += ms
         self.last_timings_ms = timings
         return predictions
+
+    def _infer_chunk(self, rgbs: list[np.ndarray], sparses: list[np.ndarray],
+                     uncertainty: bool, run=None) -> tuple[list[Prediction], tuple]:
+        """Frames of one network call -> (their predictions, milliseconds per STAGES).
+        ``run``: the call (default :meth:`_run`)."""
+        t0 = time.perf_counter()
+        feeds, transforms = self.io.prepare(rgbs, sparses)
+        t1 = time.perf_counter()
+        outputs = (run or self._run)(feeds)
+        t2 = time.perf_counter()
+        predictions = self.io.finish(outputs, transforms, uncertainty=uncertainty)
+        t3 = time.perf_counter()
+        return predictions, tuple((b - a) * 1000.0 for a, b in ((t0, t1), (t1, t2), (t2, t3)))
