@@ -166,6 +166,9 @@ def _add_eval(subparsers) -> None:
     p.add_argument("--holdout-every", type=int, metavar="N",
                    help="with --nuscenes: hold every N-th point of the sweep out of the input as "
                         "ground truth (default 5: 20 %%)")
+    p.add_argument("--seam-blend", type=float, metavar="TOLERANCE",
+                   help="with --nuscenes: also report every run with its views blended at the "
+                        "seams as the surround node's seam_blend does (e.g. 0.05)")
     p.add_argument("--image-topic", action="append", default=[],
                    help="sensor_msgs/Image topic (repeat for a rig)")
     p.add_argument("--camera-info-topic", action="append", default=[],
@@ -208,6 +211,8 @@ def _run_eval(args) -> int:
     if args.holdout_every is not None:
         raise ValueError("--holdout-every applies to --nuscenes (use --lidar-split F for --bag "
                          "and --kitti)")
+    if args.seam_blend is not None:
+        raise ValueError("--seam-blend applies to --nuscenes (a rig of overlapping cameras)")
     from .evaluation.offline import (evaluate, evaluate_live, format_table, write_json,
                                      write_report_if_available)
 
@@ -257,6 +262,7 @@ def _run_eval_nuscenes(args) -> int:
         args.nuscenes, backends=args.backend or ["auto"], models=args.model,
         holdout_every=5 if args.holdout_every is None else args.holdout_every,
         precision=args.precision, engine_cache_dir=args.engine_cache_dir, seams_dir=args.out,
+        seam_tolerance=args.seam_blend,
         progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     print(format_tables(summary))
     print(f"wrote {write_json(args.json or Path(args.out) / 'eval.json', summary)}")

@@ -40,6 +40,7 @@ PARAMETER_ARGUMENTS = {
     "output_stamp": "image | sweep: the stamp every output of a sweep carries",
     "fused_cloud": "true | false: depth/points_fused, every view in the sweep's frame",
     "publish_rig_tf": "true | false: the extrinsics as static TF (needs tf2_ros)",
+    "seam_blend": "true | false: adjacent cameras meet halfway at their seams",
 }
 # Per-camera topic patterns: launch argument -> the node's relative topic under <camera>/.
 CAMERA_TOPIC_ARGUMENTS = {"image_topic": "image", "camera_info_topic": "camera_info",

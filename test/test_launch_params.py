@@ -167,7 +167,8 @@ SURROUND_EXAMPLES = {"cameras": "[CAM_FRONT, CAM_BACK]", "model": "student_surro
                      "batch_wait": "0.2", "camera_timeout": "2", "publish_points": "true",
                      "publish_colorized": "false", "qos_reliability": "best_effort",
                      "output_stamp": "sweep", "fused_cloud": "true",
-                     "publish_rig_tf": "false"}  # true needs every camera's extrinsic
+                     "publish_rig_tf": "false",  # true needs every camera's extrinsic
+                     "seam_blend": "false"}
 
 
 @pytest.mark.parametrize("name", sorted(launch_constant("PARAMETER_ARGUMENTS",

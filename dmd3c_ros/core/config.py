@@ -139,6 +139,8 @@ class SurroundConfig(NodeConfig):
     also publish ``depth/points_fused``, every view's depth as one cloud in the sweep's frame,
     every ``fused_cloud_stride``-th pixel in both directions. ``publish_rig_tf``: broadcast
     the ``lidar_to_camera`` parameters as static TF (sweep frame -> each image's frame).
+    ``seam_blend``: adjacent views (in ``cameras`` order, a ring) meet halfway where they see
+    the same surface within ``seam_tolerance`` (relative; ``core.seam_blend``).
     """
 
     cameras: tuple = ()
@@ -148,11 +150,14 @@ class SurroundConfig(NodeConfig):
     fused_cloud: bool = False
     fused_cloud_stride: int = 8     # pixels
     publish_rig_tf: bool = False
+    seam_blend: bool = True
+    seam_tolerance: float = 0.05
 
     def __post_init__(self) -> None:
         super().__post_init__()
         need = self._need
         need(len(self.cameras) > 0, "cameras", "must name at least one camera")
+        need(0.0 < self.seam_tolerance <= 0.5, "seam_tolerance", "must be in (0, 0.5]")
         for name in self.cameras:
             need(isinstance(name, str) and bool(CAMERA_NAME.match(name)), "cameras",
                  f"{name!r} is not a valid name (a letter, then letters, digits or '_'): it "

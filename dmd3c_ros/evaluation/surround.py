@@ -44,6 +44,7 @@ import numpy as np
 
 from dmd3c_ros.core.metrics import average_metrics, depth_metrics
 from dmd3c_ros.core.nuscenes_sample import load_nuscenes_sample
+from dmd3c_ros.core.seam_blend import SeamBlender
 from dmd3c_ros.core.surround import mean_figures, pair_disagreement, ring_pairs
 from dmd3c_ros.runtime.pipeline import View
 
@@ -86,7 +87,7 @@ def consistency(depths: dict, views: dict, names, seams: dict | None = None) -> 
 
 def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: int = 5,
                       min_depth: float = 0.1, max_depth: float = 100.0, precision: str = "fp32",
-                      engine_cache_dir=None, seams_dir=None,
+                      engine_cache_dir=None, seams_dir=None, seam_tolerance: float | None = None,
                       progress: Callable[[str], None] | None = None) -> dict:
     """Evaluate backends / models on a nuScenes sample folder (see the module docstring).
 
@@ -99,6 +100,9 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
         precision, engine_cache_dir: for the TensorRT backend.
         seams_dir: when given, ``seams_<name>.png`` of each run and of the held-out LiDAR
             there (:mod:`.seams`; named in the summary's ``run.seams``).
+        seam_tolerance: when given, every run is also reported as ``<name>+seams``: its views
+            blended at the seams (``core.seam_blend.SeamBlender`` with this tolerance, as the
+            surround node's ``seam_blend`` does), from the same network outputs.
         progress: called with one line of text per model.
     Returns:
         the summary (JSON layout in the module docstring), NaN kept as float NaN.
@@ -114,27 +118,41 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
                        precision=precision, engine_cache_dir=engine_cache_dir)
     results, seams = {}, {}
     images = {c.name: c.rgb for c in sample.cameras}
+    blender = None
+    if seam_tolerance is not None:
+        index = {n: i for i, n in enumerate(names)}
+        blender = SeamBlender([views[n][0] for n in names], [views[n][1] for n in names],
+                              [(index[a], index[b]) for a, b in ring_pairs(names)],
+                              tolerance=seam_tolerance)
+
+    def record(name: str, out, total_ms: float) -> None:
+        depths = {n: r.depth for n, r in zip(names, out.results) if r is not None}
+        cameras = {n: depth_metrics(depths[n], truth[n]) for n in names if n in depths}
+        maps = {} if seams_dir is not None else None
+        mean = average_metrics(cameras.values())
+        mean["cameras"] = mean.pop("frames")
+        results[name] = {
+            "cameras": cameras, "mean": mean,
+            "consistency": consistency(depths, views, names, maps),
+            "batch_ms": {"total": total_ms, **out.timings_ms},
+            "skipped": [names[i] for i in out.skipped]}
+        if seams_dir is not None:
+            seams[name] = write_seam_picture(seams_dir, name, images, maps, names).name
+        if progress is not None:
+            progress(f"{name}: {len(depths)} cameras in one batch, "
+                     f"{total_ms:.0f} ms, mean RMSE {mean['rmse_mm']:.0f} mm")
+
     try:
         for run in runs:
             start = time.perf_counter()
             out = run.pipeline.run_batch(batch, uncertainty=False)
             total_ms = (time.perf_counter() - start) * 1000.0  # s to ms
-            depths = {n: r.depth for n, r in zip(names, out.results) if r is not None}
-            cameras = {n: depth_metrics(depths[n], truth[n]) for n in names if n in depths}
-            maps = {} if seams_dir is not None else None
-            mean = average_metrics(cameras.values())
-            mean["cameras"] = mean.pop("frames")
-            results[run.name] = {
-                "cameras": cameras, "mean": mean,
-                "consistency": consistency(depths, views, names, maps),
-                "batch_ms": {"total": total_ms, **out.timings_ms},
-                "skipped": [names[i] for i in out.skipped]}
-            if seams_dir is not None:
-                seams[run.name] = write_seam_picture(seams_dir, run.name, images, maps,
-                                                     names).name
-            if progress is not None:
-                progress(f"{run.name}: {len(depths)} cameras in one batch, "
-                         f"{total_ms:.0f} ms, mean RMSE {mean['rmse_mm']:.0f} mm")
+            record(run.name, out, total_ms)
+            if blender is not None:
+                start = time.perf_counter()
+                run.pipeline.blend_seams(blender, batch, out.results)
+                out.timings_ms["seams"] = (time.perf_counter() - start) * 1000.0  # s to ms
+                record(f"{run.name}+seams", out, total_ms + out.timings_ms["seams"])
     finally:
         for run in runs:
             run.pipeline.backend.close()
@@ -157,6 +175,7 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
         "camera_minus_lidar_s": {n: None if s is None or sample.lidar_stamp is None
                                  else s - sample.lidar_stamp for n, s in stamps.items()},
         "models": {r.name: {"backend": r.backend, "model": r.model} for r in runs},
+        "seam_tolerance": seam_tolerance,
         "seams": seams}
     return {"results": results, "reference": reference, "run": run_info}
 

@@ -55,6 +55,11 @@ SURROUND_DESCRIPTIONS = {
                           "directions",
     "publish_rig_tf": "broadcast the lidar_to_camera parameters as static TF, sweep frame -> each "
                       "image's frame (needs tf2_ros and every camera's lidar_to_camera)",
+    "seam_blend": "adjacent cameras (in cameras order, a ring) meet halfway where their depths "
+                  "see the same surface within seam_tolerance, so that fused views do not "
+                  "double surfaces at the seams",
+    "seam_tolerance": "relative depth difference up to which two cameras are taken to see the "
+                      "same surface (seam_blend)",
 }
 CAMERA_EXTRINSIC_DESCRIPTION = ("16 numbers: row-major 4x4 transform taking LiDAR-frame points "
                                 "into this camera's optical frame (metres); empty = look it up "

@@ -1,5 +1,6 @@
-"""The surround node's rig-level outputs: every view as one fused cloud (``depth/points_fused``)
-and the rig's extrinsics as static TF (``publish_rig_tf``)."""
+"""The surround node's rig-level outputs: every view as one fused cloud (``depth/points_fused``),
+the rig's extrinsics as static TF (``publish_rig_tf``) and the seam blending of its views
+(``seam_blend``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,8 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
 from dmd3c_ros.core.calibration import quaternion_from_rotation
-from dmd3c_ros.core.surround import fuse_views
+from dmd3c_ros.core.seam_blend import SeamBlender
+from dmd3c_ros.core.surround import fuse_views, ring_pairs
 from dmd3c_ros.ros.adapters import xyz_to_pointcloud2
 from dmd3c_ros.ros.node_common import StartupError, output_qos
 
@@ -77,3 +79,39 @@ class RigTf:
 
 
 __all__ = ["FusedCloud", "RigTf"]
+
+
+class RigSeams:
+    """The :class:`SeamBlender` of a sweep's views, kept while the cameras present, their
+    calibration and their extrinsics stay the same; adjacent views are neighbours on the ring
+    of the node's ``cameras`` (in that order)."""
+
+    def __init__(self, cameras: list[str], tolerance: float, logger) -> None:
+        self.cameras = list(cameras)
+        self.tolerance = float(tolerance)
+        self.logger = logger
+        self._kept: tuple[list[str], SeamBlender] | None = None
+
+    def blender(self, names: list[str], views: list) -> SeamBlender | None:
+        """For the views (``runtime.pipeline.View``) of cameras ``names``, in that order; None
+        without two views that have the LiDAR's extrinsics, or when an image and its
+        CameraInfo differ in size (the pipeline rejects that sweep; its calibration is not
+        to be trusted with a blender's memory)."""
+        if len(views) < 2 or any(v.lidar_to_camera is None for v in views):
+            return None
+        if any((v.rgb.shape[1], v.rgb.shape[0]) != v.camera.size for v in views):
+            return None
+        cameras = [v.camera for v in views]
+        extrinsics = [v.lidar_to_camera for v in views]
+        if (self._kept is not None and self._kept[0] == list(names)
+                and self._kept[1].matches(cameras, extrinsics)):
+            return self._kept[1]
+        index = {name: i for i, name in enumerate(names)}
+        ring = [c for c in self.cameras if c in index]
+        blender = SeamBlender(cameras, extrinsics,
+                              [(index[a], index[b]) for a, b in ring_pairs(ring)],
+                              tolerance=self.tolerance)
+        self._kept = (list(names), blender)
+        self.logger.info(f"seam blending: {len(blender.directions)} overlapping directions "
+                         f"among {', '.join(ring)} (tolerance {self.tolerance:g})")
+        return blender

@@ -7,7 +7,8 @@ image's header, or with ``output_stamp: sweep`` the sweep's stamp), ``<name>/dep
 ``<name>/depth/uncertainty`` (when the model gives it and the topic has a subscriber), optionally
 ``<name>/depth/points`` and ``<name>/depth/colorized``; one ``points`` in; optionally
 ``depth/points_fused`` (every view in the sweep's frame, ``fused_cloud``) and the rig's static
-TF (``publish_rig_tf``; :mod:`.rig_outputs`); ``/diagnostics`` once a second (one status for the
+TF (``publish_rig_tf``; :mod:`.rig_outputs`), adjacent views blended where they see the same
+surface (``seam_blend``, on by default; ``core.seam_blend``); ``/diagnostics`` once a second (one status for the
 node, one per camera). ``<name>.lidar_to_camera`` (16 numbers) gives each camera's extrinsic;
 TF is used where it is empty.
 
@@ -41,7 +42,7 @@ from dmd3c_ros.ros.diagnostics import ERROR, OK, WARN, FaultLog, make_status
 from dmd3c_ros.ros.node_common import (DepthOutputs, StageTimes, StartupError, TfExtrinsics,
                                        Worker, create_node_backend, run_node, stamped_now)
 from dmd3c_ros.ros.params import declare_parameters, read_config
-from dmd3c_ros.ros.rig_outputs import FusedCloud, RigTf
+from dmd3c_ros.ros.rig_outputs import FusedCloud, RigSeams, RigTf
 from dmd3c_ros.ros.slot import LatestSlot
 from dmd3c_ros.ros.surround_sync import SweepAssembler, SweepSet
 from dmd3c_ros.ros.sync import header_stamp_ns, make_synchronizers
@@ -103,6 +104,8 @@ class SurroundNode(Node):
         self.fused = FusedCloud(self, self.cameras, self.config.fused_cloud_stride,
                                 self.config.qos_reliability) if self.config.fused_cloud else None
         self.rig_tf = RigTf(self, self._extrinsics) if self.config.publish_rig_tf else None
+        self.seams = RigSeams(self.cameras, self.config.seam_tolerance,
+                              self.get_logger()) if self.config.seam_blend else None
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.assembler = SweepAssembler(
             self.cameras, slop=self.config.sync_slop, wait=self.config.batch_wait,
@@ -193,7 +196,9 @@ class SurroundNode(Node):
         decoded = time.monotonic()
         self.stages.add("decode", (decoded - started) * 1000.0)  # s to ms
         try:
-            batch = self.pipeline.run_batch(views, uncertainty=wanted)
+            batch = self.pipeline.run_batch(views, uncertainty=wanted,
+                                            seams=self.seams.blender(names, views)
+                                            if self.seams is not None else None)
         except ValueError as error:
             self.faults.report("bad_frame", ERROR, f"sweep skipped: {error}")
             return

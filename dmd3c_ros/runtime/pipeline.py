@@ -14,6 +14,7 @@ import numpy as np
 
 from dmd3c_ros.core.camera import PinholeCamera
 from dmd3c_ros.core.projection import project_to_depth
+from dmd3c_ros.core.seam_blend import SeamBlender
 from dmd3c_ros.runtime.base import Backend, MonoNotSupportedError
 
 
@@ -103,12 +104,15 @@ class CompletionPipeline:
                 "cannot complete without LiDAR")
         return result
 
-    def run_batch(self, views: Sequence[View], *, uncertainty: bool = True) -> BatchResult:
+    def run_batch(self, views: Sequence[View], *, uncertainty: bool = True,
+                  seams: SeamBlender | None = None) -> BatchResult:
         """Complete the views of one sweep with one batched backend call.
 
         Each view is projected on its own; views where no LiDAR return lands run camera-only
         (mono) when the backend can, and are skipped (result None) when it cannot. Images may
-        differ in size.
+        differ in size. ``seams``: a :class:`~dmd3c_ros.core.seam_blend.SeamBlender` built for
+        these views' cameras, in this order: their depths then meet at the seams (stage
+        ``seams`` in the timings).
 
         Raises:
             ValueError: an image and its camera differ in size.
@@ -151,7 +155,21 @@ class CompletionPipeline:
                                      pixels[i], timings)
         if stages:
             timings["postprocess"] += _ms(start)
+        if seams is not None:
+            start = time.perf_counter()
+            self.blend_seams(seams, views, results)
+            timings["seams"] = _ms(start)
         return BatchResult(results, timings)
+
+    def blend_seams(self, seams: SeamBlender, views: Sequence[View],
+                    results: list[FrameResult | None]) -> None:
+        """``results`` of ``views`` (as run_batch returns them) meet at their seams, in place:
+        each result's depth is replaced (skipped views take part as having none)."""
+        depths = [np.full((v.camera.height, v.camera.width), np.nan, np.float32)
+                  if r is None else r.depth for v, r in zip(views, results)]
+        for result, blended in zip(results, seams(depths)):
+            if result is not None:  # a move may cross the range's ends: filter again
+                result.depth, result.uncertainty = self._in_range(blended, result.uncertainty)
 
     def _in_range(self, depth: np.ndarray, uncertainty: np.ndarray | None
                   ) -> tuple[np.ndarray, np.ndarray | None]:
