@@ -150,7 +150,7 @@ class SurroundConfig(NodeConfig):
     fused_cloud: bool = False
     fused_cloud_stride: int = 8     # pixels
     publish_rig_tf: bool = False
-    seam_blend: bool = True
+    seam_blend: bool = False
     seam_tolerance: float = 0.05
 
     def __post_init__(self) -> None:

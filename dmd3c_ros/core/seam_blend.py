@@ -128,10 +128,10 @@ class SeamBlender:
                 raise ValueError(f"a depth image of shape {np.shape(depth)} for a "
                                  f"{camera.width}x{camera.height} camera")
         views = [np.asarray(d, dtype=np.float32) for d in depths]
-        sums = [np.zeros(v.shape, np.float32) for v in views]
-        counts = [np.zeros(v.shape, np.float32) for v in views]
-        touched: list[list[tuple[slice, slice]]] = [[] for _ in views]
-        limit = np.float32(np.log1p(self.tolerance))
+        sums = [np.zeros(v.size, np.float32) for v in views]     # flat: half log ratios
+        counts = [np.zeros(v.size, np.float32) for v in views]   # flat: moves per pixel
+        moved_at: list[list[np.ndarray]] = [[] for _ in views]   # flat indices of the moves
+        low, high = np.float32(1.0 / (1.0 + self.tolerance)), np.float32(1.0 + self.tolerance)
         for i, j, band, Q, k in self.directions:
             shape = views[j].shape
             # This sweep's depths land in B on part of the band: find it on every 8th pixel.
@@ -145,24 +145,21 @@ class SeamBlender:
             local = tuple(slice(p.start - b.start, p.stop - b.start) for p, b in zip(part, band))
             z, u, v, inside = _carry(views[i][part], Q[(slice(None), *local)], k, shape)
             flat = np.flatnonzero(inside)
-            landing = (v.ravel()[flat].astype(np.intp) * shape[1]
-                       + u.ravel()[flat].astype(np.intp))
+            landing = (v.ravel()[flat] * np.float32(shape[1]) + u.ravel()[flat]).astype(np.intp)
             with np.errstate(divide="ignore", invalid="ignore"):
-                step = np.log(np.take(views[j], landing) / z.ravel()[flat])
-            same = np.abs(step) <= limit          # NaN (no depth in B) fails too
-            half, hits = np.zeros(z.shape, np.float32), np.zeros(z.shape, np.float32)
-            half.ravel()[flat[same]] = 0.5 * step[same]   # each pixel of A lands once
-            hits.ravel()[flat[same]] = 1.0
-            sums[i][part] += half
-            counts[i][part] += hits
-            touched[i].append(part)
+                ratio = np.take(views[j], landing) / z.ravel()[flat]
+            same = (ratio >= low) & (ratio <= high)   # NaN (no depth in B) fails too
+            rows, columns = np.divmod(flat[same], z.shape[1])
+            pixels = (rows + part[0].start) * views[i].shape[1] + columns + part[1].start
+            sums[i][pixels] += np.float32(0.5) * np.log(ratio[same])  # each lands once
+            counts[i][pixels] += 1.0
+            moved_at[i].append(pixels)
         out = []
-        for view, total, count, parts in zip(views, sums, counts, touched):
+        for view, total, count, at in zip(views, sums, counts, moved_at):
             moved = view.copy()
-            for part in parts:
-                if total[part].any():  # parts of one view may overlap: apply each move once
-                    moved[part] *= np.exp(total[part] / np.maximum(count[part], 1.0))
-                    total[part] = 0.0
+            if at:   # a pixel moved from two directions is written twice, with one value
+                at = np.concatenate(at)
+                moved.ravel()[at] *= np.exp(total[at] / count[at])
             out.append(moved)
         return out
 

@@ -10,7 +10,7 @@ that camera's depth, and the node's own figures from /diagnostics; it writes ``-
 colourised, in two rows). The node is always stopped (SIGINT, then SIGKILL after 5 s).
 
     python -m dmd3c_ros.ros.surround_demo [--data DIR] [--backend B] [--model YAML]
-        [--rate HZ] [--seconds S] [--out DIR]
+        [--rate HZ] [--seconds S] [--seam-blend] [--out DIR]
 """
 from __future__ import annotations
 
@@ -59,6 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=2.0, help="sweeps per second")
     parser.add_argument("--out", type=Path, default=Path("out/surround_demo"),
                         help="folder for report.json and depth_mosaic.png")
+    parser.add_argument("--seam-blend", action="store_true",
+                        help="run the node with seam_blend true (default: the node's false)")
     parser.add_argument("--domain-id", type=int, help="ROS domain (default: a random private one)")
     parser.add_argument("--ready-timeout", type=float, default=90.0,
                         help="seconds to wait for the node's first answer on every camera")
@@ -68,9 +70,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def node_parameters(sample: NuScenesSample, backend: str, model: str | None) -> dict:
+def node_parameters(sample: NuScenesSample, backend: str, model: str | None,
+                    seam_blend: bool = False) -> dict:
     parameters = {"cameras": sample.names, "backend": backend, "model": model,
-                  "sync_slop": 0.06}  # nuScenes cameras: up to ~45 ms before the sweep stamp
+                  "sync_slop": 0.06,  # nuScenes cameras: up to ~45 ms before the sweep stamp
+                  "seam_blend": seam_blend}
     for camera in sample.cameras:
         parameters[f"{camera.name}.lidar_to_camera"] = lidar_to_camera_parameter(
             camera.lidar_to_camera)
@@ -183,7 +187,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     domain_id = free_domain_id() if args.domain_id is None else args.domain_id
-    node = NodeProcess(node_parameters(sample, args.backend, args.model),
+    node = NodeProcess(node_parameters(sample, args.backend, args.model, args.seam_blend),
                        ros_process_env(domain_id), command=node_command("surround_node"),
                        log_path=args.out.resolve() / "surround_node.log")
     _say(f"starting the surround node (backend {args.backend}, {len(sample.names)} cameras, "
@@ -235,7 +239,8 @@ def main(argv=None) -> int:
             write_rgb(args.out / "depth_mosaic.png", mosaic(driver.last_depth, sample.names))
             _say(f"wrote {args.out / 'depth_mosaic.png'}")
         report.update({"data": str(args.data), "backend_requested": args.backend,
-                       "model": args.model, "rate_hz": args.rate, "seconds": args.seconds,
+                       "model": args.model, "seam_blend": args.seam_blend,
+                       "rate_hz": args.rate, "seconds": args.seconds,
                        "domain_id": domain_id})
         (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         _say(f"wrote {args.out / 'report.json'}")
