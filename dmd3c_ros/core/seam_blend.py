@@ -145,7 +145,8 @@ class SeamBlender:
             local = tuple(slice(p.start - b.start, p.stop - b.start) for p, b in zip(part, band))
             z, u, v, inside = _carry(views[i][part], Q[(slice(None), *local)], k, shape)
             flat = np.flatnonzero(inside)
-            landing = (v.ravel()[flat] * np.float32(shape[1]) + u.ravel()[flat]).astype(np.intp)
+            landing = (v.ravel()[flat].astype(np.intp) * shape[1]
+                       + u.ravel()[flat].astype(np.intp))
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = np.take(views[j], landing) / z.ravel()[flat]
             same = (ratio >= low) & (ratio <= high)   # NaN (no depth in B) fails too
