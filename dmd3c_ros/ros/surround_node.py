@@ -9,8 +9,8 @@ image's header, or with ``output_stamp: sweep`` the sweep's stamp), ``<name>/dep
 ``depth/points_fused`` (every view in the sweep's frame, ``fused_cloud``) and the rig's static
 TF (``publish_rig_tf``; :mod:`.rig_outputs`), adjacent views blended where they see the same
 surface (``seam_blend``, off by default: it costs CPU; ``core.seam_blend``); ``/diagnostics``
-once a second (one status for the node, one per camera). ``<name>.lidar_to_camera`` (16 numbers) gives each camera's extrinsic;
-TF is used where it is empty.
+once a second (one status for the node, one per camera). ``<name>.lidar_to_camera`` (16
+numbers) gives each camera's extrinsic; TF is used where it is empty.
 
 Callbacks only hand messages to a ``SweepAssembler`` (ros/surround_sync.py), which gathers around
 each sweep the view of every live camera; ready sets go to the worker thread through a one-slot
