@@ -164,6 +164,29 @@ def test_real_validation_frames(kitti_dc, kitti_object):
             real.classical[name]["rmse_mm"])
 
 
+def test_real_validation_on_several_splits(kitti_dc, kitti_object):
+    from dmd3c_ros.evaluation.real_frames import RealValidation
+    from dmd3c_ros.training.residual import build_residual_student
+    from dmd3c_ros.training.train_config import TrainConfig
+    real = RealValidation.from_shared(120.0, 120.0, splits=3)
+    assert set(real.frames) == {"kitti_dc", "kitti_object", "kitti_object_s1", "kitti_object_s2",
+                                "kitti_dc_raw_s0", "kitti_dc_raw_s1", "kitti_dc_raw_s2"}
+    # The splits of python -m dmd3c_ros.evaluation.split_seeds (dmd3c eval --lidar-split 0.2
+    # --seed k): the classical figures of models/README.md, "Held-out splits".
+    for name, rmse in (("kitti_object", 1704.9), ("kitti_object_s1", 2527.0),
+                       ("kitti_object_s2", 2763.5), ("kitti_dc_raw_s0", 1413.8),
+                       ("kitti_dc_raw_s1", 1520.3)):
+        assert real.classical[name]["rmse_mm"] == pytest.approx(rmse, abs=0.1), name
+    assert real.classical["kitti_dc"]["rmse_mm"] == pytest.approx(1079.8, abs=0.1)
+    # Three families (official frame 5, its raw sweep's splits, the object frame's splits):
+    # the untrained student is the classical completion on every one.
+    figures = real(build_residual_student())
+    assert figures["real_rmse_ratio"] == pytest.approx(1.0, abs=0.01)
+    assert "real_kitti_object_s2_rmse_m" in figures and "real_kitti_dc_raw_s0_mae_m" in figures
+    with pytest.raises(ValueError, match="real_splits"):
+        TrainConfig(real_splits=0).check()
+
+
 def test_eval_reads_the_kitti_object_layout(kitti_object, tmp_path):
     from dmd3c_ros.cli import main
     out = tmp_path / "eval.json"

@@ -48,6 +48,8 @@ class TrainConfig:
                                   # surround rig (training.multiview), batch_size pairs
     view_samples: int = 128       # correspondences per pair (xview, vrel)
     real_val: bool = True         # also validate on the real frames of ../shared/data
+    real_splits: int = 1          # held-out LiDAR splits per real frame (evaluation.real_frames):
+                                  # 1 = the object frame's seed 0 only (how version 6 was chosen)
     select: str = "synthetic"     # best checkpoint by: "synthetic" (hdl64_rmse_m), "real"
                                   # or "surround" (held-out surround pairs' RMSE)
     ema: float = 0.0              # > 0: validate and keep an exponential moving average of
@@ -97,6 +99,8 @@ class TrainConfig:
             raise ValueError("select: surround needs surround_cache (its held-out pairs)")
         if any(self.weights.get(t, 0) for t in VIEW_TERMS) and not self.surround_cache:
             raise ValueError(f"the loss terms {VIEW_TERMS} need surround_cache (pairs of views)")
+        if not 1 <= self.real_splits <= 20:
+            raise ValueError(f"real_splits must be in [1, 20], got {self.real_splits}")
         if self.crop[0] % 32 or self.crop[1] % 32:
             raise ValueError(f"crop {self.crop} must be multiples of 32")
 
