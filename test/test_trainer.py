@@ -205,24 +205,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# A rank of this run has aborted at exit ("terminate called without an active exception",
+# SIGABRT) in 2 of 5 clean-clone CI runs on 2026-12-06, after training and checkpoints were
+# done; not reproduced in 15 isolated or loaded reruns, cause not found (docs: the closing note
+# of that stop). That signature alone earns one more run; any other failure fails at once.
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def test_ddp_two_cpu_processes_on_gloo(cache, tmp_path):
     """torchrun with two processes: DDP over gloo; both ranks end with identical weights."""
-    config = tmp_path / "ddp.yaml"
-    config.write_text(json.dumps({
-        "stage": "pretrain", "cache": str(cache), "out": str(tmp_path / "ddp"), "steps": 3,
-        "batch_size": 1, "crop": [64, 128], "warmup_steps": 1, "threads": 1, "val_every": 3,
-        "checkpoint_every": 3, "val_frames": 1, "weights": {"depth": 1.0, "grad": 0.1}}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--nnodes", "1", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "dmd3c_ros.cli", "train", "--stage", "pretrain", "--config", str(config),
-           "--no-progress"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    for attempt in (1, 2):
+        out = tmp_path / f"ddp{attempt}"
+        config = tmp_path / f"ddp{attempt}.yaml"
+        config.write_text(json.dumps({
+            "stage": "pretrain", "cache": str(cache), "out": str(out), "steps": 3,
+            "batch_size": 1, "crop": [64, 128], "warmup_steps": 1, "threads": 1,
+            "val_every": 3, "checkpoint_every": 3, "val_frames": 1,
+            "weights": {"depth": 1.0, "grad": 0.1}}))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--nnodes", "1", "--master_addr", "127.0.0.1", "--master_port",
+               str(_free_port()), "-m", "dmd3c_ros.cli", "train", "--stage", "pretrain",
+               "--config", str(config), "--no-progress"]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        if proc.returncode == 0 or attempt == 2 or TEARDOWN_ABORT not in proc.stderr:
+            break
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((tmp_path / "ddp" / "result.json").read_text())
+    result = json.loads((out / "result.json").read_text())
     assert result["world_size"] == 2 and result["ranks_in_sync"] is True
     assert result["steps_run"] == 3
-    assert (tmp_path / "ddp" / "last.safetensors").exists()
+    assert (out / "last.safetensors").exists()
 
 
 def test_cli_train_rejects_wrong_stage(tmp_path):

@@ -22,7 +22,6 @@ on GPUs): DistributedDataParallel, each process draws its own crops, rank 0 writ
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import math
 import os
@@ -235,11 +234,6 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
     seconds = time.perf_counter() - t0
     in_sync = True
     if world > 1:  # every rank must hold the same weights after DDP's gradient averaging
-        # DDP's reducer (and the gloo work it holds) goes now, while every rank is connected,
-        # not at interpreter exit (a rank aborted once there in CI: "terminate called without
-        # an active exception"; not reproduced since, so this is a precaution).
-        runner = None
-        gc.collect()
         flat = torch.cat([p.detach().flatten() for p in module.parameters()])
         spread = flat.clone()
         torch.distributed.all_reduce(spread, op=torch.distributed.ReduceOp.MAX)
