@@ -46,20 +46,10 @@ def _carrier(camera_a: PinholeCamera, a_from_lidar, camera_b: PinholeCamera, b_f
     return Q, k
 
 
-def _lands(Q: np.ndarray, k: np.ndarray, depth, camera_b: PinholeCamera) -> np.ndarray:
-    """Where pixels with ``depth`` (broadcast against Q[0]) land inside B, in front of it."""
-    hom = Q * depth + k[:, None, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = np.floor(hom[0] / hom[2] + 0.5)
-        v = np.floor(hom[1] / hom[2] + 0.5)
-        return ((hom[2] >= 1e-6) & (u >= 0) & (u < camera_b.width) & (v >= 0)
-                & (v < camera_b.height))
-
-
-def _carry(w: np.ndarray, Q: np.ndarray, k: np.ndarray, shape: tuple[int, int]):
-    """Depths ``w`` (h, w) of A's pixels whose carriers are ``Q`` (3, h, w), ``k`` -> (their
-    depth in B, B's column, B's row, where they land inside B in front of it); NaN or <= 0
-    depths land nowhere."""
+def _carry(w, Q: np.ndarray, k: np.ndarray, shape: tuple[int, int]):
+    """Depths ``w`` ((h, w), or one depth for all) of A's pixels whose carriers are ``Q``
+    (3, h, w), ``k`` -> (their depth in B, B's column, B's row, where they land inside B in
+    front of it); NaN or <= 0 depths land nowhere."""
     with np.errstate(divide="ignore", invalid="ignore"):
         z = w * Q[2] + k[2]
         u = np.floor((w * Q[0] + k[0]) / z + 0.5)
@@ -98,9 +88,10 @@ class SeamBlender:
                            self.lidar_to_cameras[j])
                 coarse, k = _carrier(*carrier, np.arange(0, ends[0], 8),
                                      np.arange(0, ends[1], 8))
+                shape = (cameras[j].height, cameras[j].width)
                 seen = np.zeros(coarse.shape[1:], bool)
                 for depth in np.geomspace(NEAR, FAR, 16):
-                    seen |= _lands(coarse, k, depth, cameras[j])
+                    seen |= _carry(depth, coarse, k, shape)[3]
                 if not seen.any():
                     continue
                 band = tuple(slice(max(int(x.min()) * 8 - MARGIN, 0),

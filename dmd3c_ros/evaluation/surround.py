@@ -149,9 +149,7 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
             total_ms = (time.perf_counter() - start) * 1000.0  # s to ms
             record(run.name, out, total_ms)
             if blender is not None:
-                start = time.perf_counter()
-                run.pipeline.blend_seams(blender, batch, out.results)
-                out.timings_ms["seams"] = (time.perf_counter() - start) * 1000.0  # s to ms
+                run.pipeline.blend_seams(blender, batch, out)
                 record(f"{run.name}+seams", out, total_ms + out.timings_ms["seams"])
     finally:
         for run in runs:

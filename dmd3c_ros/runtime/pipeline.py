@@ -155,21 +155,22 @@ class CompletionPipeline:
                                      pixels[i], timings)
         if stages:
             timings["postprocess"] += _ms(start)
+        batch = BatchResult(results, timings)
         if seams is not None:
-            start = time.perf_counter()
-            self.blend_seams(seams, views, results)
-            timings["seams"] = _ms(start)
-        return BatchResult(results, timings)
+            self.blend_seams(seams, views, batch)
+        return batch
 
-    def blend_seams(self, seams: SeamBlender, views: Sequence[View],
-                    results: list[FrameResult | None]) -> None:
-        """``results`` of ``views`` (as run_batch returns them) meet at their seams, in place:
-        each result's depth is replaced (skipped views take part as having none)."""
+    def blend_seams(self, seams: SeamBlender, views: Sequence[View], batch: BatchResult) -> None:
+        """The results of ``views`` (``batch``, as run_batch returns it) meet at their seams,
+        in place: each result's depth is replaced (skipped views take part as having none),
+        and the batch's timings get stage ``seams``."""
+        start = time.perf_counter()
         depths = [np.full((v.camera.height, v.camera.width), np.nan, np.float32)
-                  if r is None else r.depth for v, r in zip(views, results)]
-        for result, blended in zip(results, seams(depths)):
+                  if r is None else r.depth for v, r in zip(views, batch.results)]
+        for result, blended in zip(batch.results, seams(depths)):
             if result is not None:  # a move may cross the range's ends: filter again
                 result.depth, result.uncertainty = self._in_range(blended, result.uncertainty)
+        batch.timings_ms["seams"] = _ms(start)
 
     def _in_range(self, depth: np.ndarray, uncertainty: np.ndarray | None
                   ) -> tuple[np.ndarray, np.ndarray | None]:
