@@ -163,8 +163,10 @@ def test_train_writes_checkpoints_and_scalars(cache, tmp_path):
     assert meta["step"] == "4" and json.loads(meta["config"])["stage"] == "finetune"
     assert any(k.startswith("optim.") and k.endswith("exp_avg") for k in tensors)
     assert any(k.startswith("objective.feature.adapter") for k in tensors)
-    with open(run / "last.safetensors", "rb") as f:          # safetensors, not a pickle
-        assert not f.read(2).startswith(b"\x80")
+    with open(run / "last.safetensors", "rb") as f:          # safetensors, not a pickle:
+        size = int.from_bytes(f.read(8), "little")           # a little-endian header length,
+        header = json.loads(f.read(size))                    # then that many bytes of JSON
+    assert "__metadata__" in header and len(header) - 1 == len(tensors)
     state, meta = load_student_weights(run / "best.safetensors")
     assert state and "val" in meta
     rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
