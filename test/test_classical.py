@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dmd3c_ros.core.classical import complete_classical
+from dmd3c_ros.core.classical import _extend_to_top, complete_classical
 from dmd3c_ros.core.io import read_kitti_depth
 from dmd3c_ros.core.metrics import depth_metrics
 
@@ -47,6 +47,20 @@ def test_inf_and_beyond_the_pivot_are_no_value():
     # float64 input gives the same float32 answer
     np.testing.assert_array_equal(complete_classical(sparse.astype(np.float64), max_depth=100.0),
                                   dense)
+
+
+def test_extension_to_the_top_carries_each_column_up_in_place():
+    depth = np.zeros((6, 4), np.float32)
+    depth[3, 0] = 9.0              # column 0: top-most value at row 3
+    depth[1, 1], depth[4, 1] = 2.0, 5.0  # column 1: row 1 is its top; row 4 stays
+    depth[0, 2] = 7.0              # column 2: already at the top
+    # column 3: no value at all -> stays empty
+    out = _extend_to_top(depth)
+    assert out is depth
+    np.testing.assert_array_equal(depth[:, 0], [9, 9, 9, 9, 0, 0])
+    np.testing.assert_array_equal(depth[:, 1], [2, 2, 0, 0, 5, 0])
+    np.testing.assert_array_equal(depth[:, 2], [7, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(depth[:, 3], 0)
 
 
 def test_rejects_wrong_shape():

@@ -36,12 +36,12 @@ def _fill_empty(depth: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 def _extend_to_top(depth: np.ndarray) -> np.ndarray:
-    valid = depth > _MIN_VALID
-    has = valid.any(axis=0)
-    top = valid.argmax(axis=0)
-    cols = np.arange(depth.shape[1])
-    above = (np.arange(depth.shape[0])[:, None] < top) & has
-    return np.where(above, depth[top, cols], depth)
+    """Each column's top-most value carried up to the first row, in place (returns ``depth``).
+    A column without any value has its top at row 0 (argmax of all False): nothing moves."""
+    top = (depth > _MIN_VALID).argmax(axis=0)
+    np.copyto(depth, depth[top, np.arange(depth.shape[1])],
+              where=np.arange(depth.shape[0])[:, None] < top)
+    return depth
 
 
 def complete_classical(sparse: np.ndarray, *, max_depth: float = 100.0) -> np.ndarray:
