@@ -12,15 +12,18 @@ from dmd3c_ros.runtime.factory import create_backend  # noqa: E402
 from dmd3c_ros.runtime.mono_fallback import MonoFallbackBackend  # noqa: E402
 from dmd3c_ros.runtime.spec import load_spec  # noqa: E402
 from dmd3c_ros.training.export import export_student, residual_input, sample_inputs  # noqa: E402
-from dmd3c_ros.training.residual import build_residual_student, classical_features  # noqa: E402
+from dmd3c_ros.training.residual import _halve, build_residual_student, classical_features  # noqa: E402
 from dmd3c_ros.training.student import build_student  # noqa: E402
 
 SIZE = (64, 128)
 SCALE = 120.0   # metres per network unit, the residual student's range end
 
 
-def _inputs(seed=0, batch=2):
-    rgb, sparse = sample_inputs(SIZE, seed=seed, batch=batch)
+VARIANTS = ("residual", "residual_geo_half")  # full resolution; halved inside the graph
+
+
+def _inputs(seed=0, batch=2, size=SIZE):
+    rgb, sparse = sample_inputs(size, seed=seed, batch=batch)
     return (torch.from_numpy(rgb), torch.from_numpy(sparse),
             torch.from_numpy(residual_input(sparse, 1.0)))
 
@@ -37,9 +40,11 @@ def _perturb(model, seed=0):
     return model.eval()
 
 
-def test_untrained_student_returns_the_classical_completion_exactly():
-    model = build_residual_student().eval()
-    rgb, sparse, classical = _inputs()
+@pytest.mark.parametrize("variant, size", [("residual", SIZE), ("residual_geo_half", SIZE),
+                                           ("residual_geo_half", (48, 80))])
+def test_untrained_student_returns_the_classical_completion_exactly(variant, size):
+    model = build_residual_student(variant).eval()
+    rgb, sparse, classical = _inputs(size=size)
     with torch.no_grad():
         depth, sigma = model(rgb, sparse, classical)
     assert torch.equal(depth, classical)     # bit for bit, every pixel, every frame
@@ -67,8 +72,9 @@ def test_untrained_student_through_the_runtime_equals_the_classical_backend(
         assert not np.isfinite(got[~np.isfinite(expected)]).any()
 
 
-def test_correction_is_bounded_and_range_reaches_120_m():
-    model = _perturb(build_residual_student())
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_correction_is_bounded_and_range_reaches_120_m(variant):
+    model = _perturb(build_residual_student(variant))
     rgb, sparse, classical = _inputs(1)
     with torch.no_grad():
         out = model.forward_with_aux(rgb, sparse, classical)
@@ -86,8 +92,9 @@ def test_correction_is_bounded_and_range_reaches_120_m():
     assert depth.max() > 120.0
 
 
-def test_forward_backward_reaches_every_parameter():
-    model = _perturb(build_residual_student()).train()
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_forward_backward_reaches_every_parameter(variant):
+    model = _perturb(build_residual_student(variant)).train()
     out = model.forward_with_aux(*_inputs(2))
     loss = out["depth"].abs().mean() + out["uncertainty"].mean() + out["features"].mean()
     loss.backward()
@@ -117,12 +124,13 @@ def _export_untrained(tmp_path, mono_model=None, classical_resolution="image"):
                           classical_resolution=classical_resolution)["spec"]
 
 
-def test_export_parity_and_spec_of_the_new_graph(tmp_path):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_export_parity_and_spec_of_the_new_graph(tmp_path, variant):
     from safetensors.torch import save_file
-    model = _perturb(build_residual_student())
+    model = _perturb(build_residual_student(variant))
     weights = tmp_path / "trained.safetensors"
     save_file({f"model.{k}": v.contiguous() for k, v in model.state_dict().items()},
-              str(weights), metadata={"variant": "residual"})
+              str(weights), metadata={"variant": variant})
     result = export_student(weights, tmp_path, "r", input_size=SIZE, depth_scale=SCALE,
                             depth_range=(0.5, SCALE))
     assert result["parity"]["max_rel_err"] <= 1e-3 and "mono" not in result["parity"]
@@ -138,6 +146,27 @@ def test_export_parity_and_spec_of_the_new_graph(tmp_path):
     np.testing.assert_allclose(a.depth, b.depth, rtol=1e-3)
     with pytest.raises(Exception, match="needs LiDAR"):
         create_backend("onnxruntime", spec).infer(rgb, None)
+
+
+def test_half_resolution_inputs_keep_the_nearest_return_and_pad_to_32():
+    sparse = torch.zeros(1, 1, 4, 6)
+    sparse[0, 0, 0, 0], sparse[0, 0, 1, 1] = 0.5, 0.2    # block (0, 0): the nearer one wins
+    sparse[0, 0, 3, 5] = 0.7                             # block (1, 2): the only return
+    classical = torch.arange(24.0).reshape(1, 1, 4, 6)
+    half_sparse, half_classical = _halve(sparse, classical)
+    assert torch.equal(half_sparse, torch.tensor([[[[0.2, 0.0, 0.0], [0.0, 0.0, 0.7]]]]))
+    assert half_classical.tolist() == [[[[0.0, 2.0, 4.0], [12.0, 14.0, 16.0]]]]
+    model = build_residual_student("residual_geo_half").eval()
+    with pytest.raises(ValueError, match="multiple of 2"):
+        model(*_inputs(size=(63, 128)))
+    # 48x80 runs at 24x40, padded to 32x64 inside, and answers at 48x80
+    out = _perturb(model).forward_with_aux(*_inputs(size=(48, 80)))
+    assert out["depth"].shape[-2:] == (48, 80) and out["features"].shape[-2:] == (16, 32)
+
+
+def test_half_resolution_variant_takes_the_full_variant_weights():
+    full, half = build_residual_student("residual_geo"), build_residual_student("residual_geo_half")
+    assert half.load_state_dict(full.state_dict()).missing_keys == []
 
 
 def test_classical_pre_step_is_the_core_function():

@@ -54,12 +54,18 @@ class ResidualConfig:
     deadzone: float = 0.0         # log-space; in eval mode corrections shrink by it (below: 0)
     coarse_rgb: int = 0           # > 0: the image, average-pooled to this stride (8, 16 or 32),
                                   # joins the encoder there (zero-initialised projection)
+    input_stride: int = 1         # 2: the network runs on the inputs at half resolution (the
+                                  # nearest return of each 2x2 block, the classical value of its
+                                  # top-left pixel) and its correction, upsampled, is applied to
+                                  # the full-resolution classical input: a quarter of the work
 
     def __post_init__(self):
         if len(self.widths) != 5 or len(self.blocks) != 5 or len(self.decoder_widths) != 4:
             raise ValueError("ResidualConfig needs 5 widths, 5 blocks and 4 decoder widths")
         if not self.bound > 0:
             raise ValueError("ResidualConfig.bound must be positive")
+        if self.input_stride not in (1, 2):
+            raise ValueError("ResidualConfig.input_stride must be 1 or 2")
 
 
 RESIDUAL_VARIANTS = {
@@ -74,7 +80,26 @@ RESIDUAL_VARIANTS = {
     # residual_geo with the image at stride 16 only (objects and layout, no pixel detail).
     "residual_geo_rgb16": ResidualConfig(name="residual_geo_rgb16", use_rgb=False,
                                          deadzone=0.02, coarse_rgb=16),
+    # residual_geo at half resolution inside the graph (the same inputs and outputs, the same
+    # parameters: started from residual_geo's weights); for CPUs where the full one is too slow.
+    "residual_geo_half": ResidualConfig(name="residual_geo_half", use_rgb=False,
+                                        deadzone=0.02, input_stride=2),
 }
+
+NO_RETURN = 10.0  # network units (depth / depth_scale <= 1): "no return" while pooling returns
+
+
+def _halve(sparse: torch.Tensor, classical: torch.Tensor):
+    """Half-resolution inputs: each 2x2 block's nearest return (0 = none; as the runtime's
+    z-buffer resize) and its top-left classical value (as a nearest-neighbour resize)."""
+    far = sparse + (sparse <= 0).float() * NO_RETURN
+    nearest = -F.max_pool2d(-far, 2, 2)
+    return nearest * (nearest < NO_RETURN).float(), classical[:, :, ::2, ::2]
+
+
+def _pad32(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Zero rows on top (the sky side of a road camera) and columns on the right: no value."""
+    return F.pad(x, (0, cols, rows, 0)) if rows or cols else x
 
 
 def _minpool(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -165,11 +190,18 @@ class ResidualStudent(nn.Module):
             self.out.bias[1].fill_(-3.0)           # sigma starts at 5 % of depth
 
     def _run(self, rgb, sparse, classical):
-        if not (torch.jit.is_tracing() or torch.jit.is_scripting()):
-            h, w = rgb.shape[-2:]
-            if h % 32 or w % 32:
-                raise ValueError(f"ResidualStudent input size {h}x{w} is not a multiple of 32")
-        features = classical_features(sparse, classical, self.config.context)
+        stride = self.config.input_stride
+        h, w = (int(v) for v in sparse.shape[-2:])  # static sizes (an export traces one size)
+        unit = 32 if stride == 1 else stride
+        if (h % unit or w % unit) and not torch.jit.is_tracing():
+            raise ValueError(f"ResidualStudent input size {h}x{w} is not a multiple of "
+                             f"{unit}")
+        net_sparse, net_classical, rows, cols = sparse, classical, 0, 0
+        if stride > 1:  # halved, then padded to a multiple of 32
+            rows, cols = -(h // stride) % 32, -(w // stride) % 32
+            net_sparse, net_classical = (_pad32(x, rows, cols)
+                                         for x in _halve(sparse, classical))
+        features = classical_features(net_sparse, net_classical, self.config.context)
         x_in = torch.cat([rgb, features], 1) if self.config.use_rgb else features
         skips = []
         x = self.stem(x_in)
@@ -191,8 +223,11 @@ class ResidualStudent(nn.Module):
         for fuse, block, skip, c in zip(self.fuse, self.dec_blocks, reversed(skips[:-1]),
                                         self._fuse_low):
             x = block(_fuse_up(fuse, x, skip, c))
-        features = x                                                   # stride 2
+        features = x                                           # stride 2 of the network's grid
         out = self.out(self.head(self.head_in(x_in) + self.head_feat(features)))
+        if stride > 1:  # back to the input's size: unpadded, upsampled
+            out = F.interpolate(out[:, :, rows:, :out.shape[-1] - cols], scale_factor=float(stride),
+                                mode="bilinear", align_corners=False)
         correction = self.config.bound * torch.tanh(out[:, :1])
         dz = self.config.deadzone
         if dz > 0 and not self.training:
