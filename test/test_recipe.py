@@ -114,3 +114,25 @@ def test_recipe_of_the_shipped_student_names_existing_configs():
     assert [Path(e["out"]).name for e in recipe["exports"]] == ["student.onnx",
                                                                 "student_surround.onnx"]
     assert json.dumps(recipe)  # plain data
+
+
+def test_recipe_that_remakes_the_shipped_weights_differs_only_in_its_start():
+    """recipe_shipped.yaml: stage 2b from the shipped version 5 weights, then stage 3 from it;
+    each run is the recipe's own config apart from where it starts and writes."""
+    from pathlib import Path
+
+    from dmd3c_ros.training.train_config import TrainConfig
+    folder = Path(__file__).resolve().parents[1] / "config" / "train"
+    shipped, full = (load_recipe(folder / name) for name in ("recipe_shipped.yaml",
+                                                             "recipe_residual.yaml"))
+    assert shipped["caches"] == full["caches"]          # the same data
+    first, second = (TrainConfig.load(run) for run in shipped["runs"])
+    assert Path(first.init) == (folder.parents[1] / "models" / "student_v5.safetensors")
+    assert Path(first.init).is_file()
+    assert second.init == str(Path(first.out) / "best.safetensors")
+    for mine, theirs in zip((first, second), (TrainConfig.load(r) for r in full["runs"][2:])):
+        assert {k: v for k, v in vars(mine).items() if k not in ("init", "out")} == {
+            k: v for k, v in vars(theirs).items() if k not in ("init", "out")}
+    assert [Path(e["out"]).parent.name for e in shipped["exports"]] == ["remake", "remake"]
+    assert [{k: v for k, v in e.items() if k not in ("run", "out")} for e in shipped["exports"]] \
+        == [{k: v for k, v in e.items() if k not in ("run", "out")} for e in full["exports"]]
