@@ -136,6 +136,7 @@ def test_export_parity_and_spec_of_the_new_graph(tmp_path, variant):
     assert result["parity"]["max_rel_err"] <= 1e-3 and "mono" not in result["parity"]
     spec = load_spec(result["spec"])
     assert spec.classical_input == "classical" and not spec.supports_mono
+    assert spec.rgb_used == model.uses_rgb == (variant == "residual")
     assert [name for name, _ in spec.inputs] == ["rgb", "sparse", "classical"]
     assert spec.depth_range == (0.5, SCALE) and spec.depth_scale == SCALE
     rng = np.random.default_rng(4)
@@ -167,6 +168,35 @@ def test_half_resolution_inputs_keep_the_nearest_return_and_pad_to_32():
 def test_half_resolution_variant_takes_the_full_variant_weights():
     full, half = build_residual_student("residual_geo"), build_residual_student("residual_geo_half")
     assert half.load_state_dict(full.state_dict()).missing_keys == []
+
+
+def test_a_model_that_ignores_the_image_gets_zeros_and_the_same_answer(tmp_path):
+    """``rgb_used: false`` (written by the export of a geometry-only student): the runtime
+    skips preparing the image and feeds zeros; the depths are bit for bit those of the image."""
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+    model = _perturb(build_residual_student("residual_geo"))
+    weights = tmp_path / "geo.safetensors"
+    save_file({f"model.{k}": v.contiguous() for k, v in model.state_dict().items()},
+              str(weights), metadata={"variant": "residual_geo"})
+    spec = load_spec(export_student(weights, tmp_path, "geo", input_size=SIZE, depth_scale=SCALE,
+                                    depth_range=(0.5, SCALE))["spec"])
+    assert spec.rgb_used is False and "rgb_used: false" in spec.path.read_text()
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (50, 90, 3), dtype=np.uint8)
+    sparse = np.where(rng.random((50, 90)) < 0.06, rng.uniform(2, 90, (50, 90)), 0)
+    sparse = sparse.astype(np.float32)
+    zeros_fed = create_backend("onnxruntime", spec)
+    image_fed = create_backend("onnxruntime", replace(spec, rgb_used=True))
+    feeds, _ = zeros_fed.io.prepare([rgb, rgb], [sparse, sparse])
+    assert not feeds["rgb"].any()
+    for name in ("depth", "uncertainty"):
+        a = getattr(zeros_fed.infer(rgb, sparse), name)
+        b = getattr(image_fed.infer(rgb, sparse), name)
+        np.testing.assert_array_equal(a, b)
+    (tmp_path / "rgb").mkdir()
+    assert load_spec(_export_untrained(tmp_path / "rgb")).rgb_used   # the image student uses it
 
 
 def test_classical_pre_step_is_the_core_function():

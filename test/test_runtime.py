@@ -103,6 +103,20 @@ def test_spec_round_trip(spec):
     text = yaml.safe_load(spec.path.read_text())
     assert text["onnx"] == "tiny.onnx" and text["torch"]["weights"] == "tiny.safetensors"
     assert text["units"] == "metres" and text["input_size"] == [INPUT_H, INPUT_W]
+    assert "rgb_used" not in text and loaded.rgb_used    # the default: the image counts
+
+
+def test_spec_rgb_used_flag(spec, tmp_path):
+    from dataclasses import replace
+    saved = replace(spec, rgb_used=False).save(tmp_path / "geo.yaml")
+    assert yaml.safe_load(saved.path.read_text())["rgb_used"] is False
+    assert load_spec(saved.path).rgb_used is False
+    data = spec.to_dict(relative_to=spec.path.parent)
+    data["rgb_used"] = "no"
+    path = spec.path.parent / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ModelSpecError, match="'rgb_used' must be true or false"):
+        load_spec(path)
 
 
 def test_spec_sha256_mismatch_names_both_hashes(spec, tmp_path):

@@ -2,6 +2,8 @@
 
 Pre-processing (per frame, through :class:`~dmd3c_ros.core.input_transform.InputTransform`):
     rgb (H, W, 3) uint8 -> crop/resize -> (rgb - mean) / std      -> (N, 3, h, w) float32
+        (zeros, made once, for a spec with ``rgb_used: false``: its output does not depend on
+        the image)
     sparse (H, W) metres -> crop/z-buffer scatter -> / depth_scale -> (N, 1, h, w) float32
     classical (models whose spec names ``inputs.classical``): the network-size sparse map ->
         ``core.classical.complete_classical`` (pivot = the spec's maximum depth) -> / depth_scale,
@@ -59,6 +61,7 @@ class NetworkIO:
         self._inv_std = [np.float32(1.0) / np.float32(v) for v in spec.rgb_std]
         self._inv_scale = np.float32(1.0) / np.float32(spec.depth_scale)
         self._transforms: dict[tuple[int, int], InputTransform] = {}
+        self._zeros: np.ndarray | None = None  # the rgb input of a model that does not use it
 
     def transform(self, width: int, height: int) -> InputTransform:
         """The (cached) transform for a camera image of width x height pixels."""
@@ -75,7 +78,13 @@ class NetworkIO:
         """
         h, w = self.spec.input_size
         count = len(rgbs)
-        rgb_batch = np.empty((count, 3, h, w), dtype=np.float32)
+        rgb_used = self.spec.rgb_used
+        if rgb_used:
+            rgb_batch = np.empty((count, 3, h, w), dtype=np.float32)
+        else:  # never written: the same zeros serve every call of this batch size
+            if self._zeros is None or self._zeros.shape[0] != count:
+                self._zeros = np.zeros((count, 3, h, w), dtype=np.float32)
+            rgb_batch = self._zeros
         sparse_batch = np.empty((count, 1, h, w), dtype=np.float32)
         classical_batch = (np.empty((count, 1, h, w), dtype=np.float32)
                            if self.spec.classical_input else None)
@@ -83,12 +92,13 @@ class NetworkIO:
         for index, (rgb, sparse) in enumerate(zip(rgbs, sparses)):
             transform = self.transform(rgb.shape[1], rgb.shape[0])
             transforms.append(transform)
-            small = transform.apply_rgb(rgb)
-            for channel in range(3):  # in place, one plane at a time: no (3, h, w) temporaries
-                plane = rgb_batch[index, channel]
-                plane[...] = small[:, :, channel]
-                plane -= self._mean[channel]
-                plane *= self._inv_std[channel]
+            if rgb_used:
+                small = transform.apply_rgb(rgb)
+                for channel in range(3):  # in place, one plane at a time: no temporaries
+                    plane = rgb_batch[index, channel]
+                    plane[...] = small[:, :, channel]
+                    plane -= self._mean[channel]
+                    plane *= self._inv_std[channel]
             # metres -> network units: the network sees depth / depth_scale.
             small_sparse = transform.apply_sparse(sparse)
             np.multiply(small_sparse, self._inv_scale, out=sparse_batch[index, 0])

@@ -28,6 +28,9 @@ Example (``models/student.yaml``; paths are relative to the YAML file)::
                               # completion of the network-size sparse map; "image" = of the
                               # camera-size map, resized to the input (nearest), and the output
                               # is that full-size completion times the network's correction
+    rgb_used: false           # optional (default true): the network's output does not depend
+                              # on its rgb input, so the runtime feeds zeros instead of
+                              # resizing and normalising the image (the input stays in the graph)
     torch:                    # optional: how to rebuild the module in PyTorch (no pickle)
       factory: dmd3c_ros.training.student:build_student
       kwargs: {channels: 32}
@@ -87,6 +90,7 @@ class ModelSpec:
     mono_model: Path | None = None       # spec YAML run for frames without LiDAR, if any
     classical_resolution: str = "input"  # "input": classical at the network's size; "image"
                                          # at the camera's, the correction applied there
+    rgb_used: bool = True                # False: the output does not depend on the image
 
     def __post_init__(self) -> None:
         where = str(self.path) if self.path else self.name
@@ -176,6 +180,8 @@ class ModelSpec:
             data["mono_model"] = rel(self.mono_model)
         if self.classical_input:
             data["classical_resolution"] = self.classical_resolution
+        if not self.rgb_used:
+            data["rgb_used"] = False
         if self.torch is not None:
             data["torch"] = {"factory": self.torch.factory, "kwargs": dict(self.torch.kwargs)}
             if self.torch.weights is not None:
@@ -194,6 +200,12 @@ def _require(data: dict, key: str, path: Path, section: str = ""):
     if not isinstance(data, dict) or key not in data or data[key] is None:
         raise ModelSpecError(f"{path}: missing key '{section}{key}'")
     return data[key]
+
+
+def _flag(value, key: str, path: Path) -> bool:
+    if not isinstance(value, bool):
+        raise ModelSpecError(f"{path}: key '{key}' must be true or false, got {value!r}")
+    return value
 
 
 def _from_dict(data: dict, path: Path) -> ModelSpec:
@@ -237,6 +249,7 @@ def _from_dict(data: dict, path: Path) -> ModelSpec:
             mono_model=((base / str(data["mono_model"])).resolve() if data.get("mono_model")
                         else None),
             classical_resolution=str(data.get("classical_resolution", "input")),
+            rgb_used=_flag(data.get("rgb_used", True), "rgb_used", path),
         )
     except (TypeError, ValueError) as error:
         if isinstance(error, ModelSpecError):
@@ -255,7 +268,8 @@ def write_spec(path, *, name: str, onnx, input_size, depth_scale: float, depth_r
                sparse_input: str = "sparse", depth_output: str = "depth",
                uncertainty_output: str | None = None, torch_factory: str | None = None,
                torch_kwargs: dict | None = None, torch_weights=None,
-               classical_input: str | None = None, mono_model=None) -> ModelSpec:
+               classical_input: str | None = None, mono_model=None,
+               rgb_used: bool = True) -> ModelSpec:
     """Write a spec YAML for an existing ONNX file (its sha256 computed here) and return it.
 
     ``onnx`` and ``torch_weights`` are paths (absolute, or relative to the current directory);
@@ -279,5 +293,6 @@ def write_spec(path, *, name: str, onnx, input_size, depth_scale: float, depth_r
                      sparse_input=sparse_input, depth_output=depth_output,
                      uncertainty_output=uncertainty_output, torch=torch_spec,
                      classical_input=classical_input,
-                     mono_model=Path(mono_model).expanduser().resolve() if mono_model else None)
+                     mono_model=Path(mono_model).expanduser().resolve() if mono_model else None,
+                     rgb_used=bool(rgb_used))
     return spec.save(path)

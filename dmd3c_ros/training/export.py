@@ -295,6 +295,8 @@ def export_student(weights, out_dir, name: str, *, variant: str | None = None,
         spec["mono_model"] = os.path.relpath(Path(mono_model).resolve(), out.resolve())
     if getattr(model, "needs_classical", False):
         spec["classical_resolution"] = classical_resolution
+    if not getattr(model, "uses_rgb", True):  # the runtime may then skip preparing the image
+        spec["rgb_used"] = False
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return {"spec": str(spec_path.resolve()), "onnx": str(onnx_path.resolve()),
             "weights": str(weights_path.resolve()), "sha256": sha256, "variant": variant,

@@ -189,6 +189,11 @@ class ResidualStudent(nn.Module):
             self.out.bias[0].zero_()
             self.out.bias[1].fill_(-3.0)           # sigma starts at 5 % of depth
 
+    @property
+    def uses_rgb(self) -> bool:
+        """Whether the output depends on the image (the export writes ``rgb_used`` from it)."""
+        return bool(self.config.use_rgb or self.config.coarse_rgb)
+
     def _run(self, rgb, sparse, classical):
         stride = self.config.input_stride
         h, w = (int(v) for v in sparse.shape[-2:])  # static sizes (an export traces one size)
