@@ -2,16 +2,17 @@
 
 The session uses every graph optimisation, the CUDA execution provider first when this
 onnxruntime build has it and the CPU provider always, and ``intra_op_threads`` threads (default:
-the number of CPU cores), with ONNX Runtime's worker threads spinning while a run lasts and
-stopped the moment it returns (``spinning="run"``: ``session.intra_op.allow_spinning`` plus
-``session.force_spinning_stop``). Between two network runs a frame's Python and OpenCV steps
-(projection, the classical pre-step, publishing) need the cores, and workers left spinning
-(``spinning=True``, ONNX Runtime's own default) take them: on 2 cores that doubled the
-completion node's latency. Workers that never spin (``spinning=False``) free the cores but wake
-slowly for each of the graph's operators: the network took 1.03-1.09x as long, runs 0.1 s apart
-(docs/benchmarks.md; ``python -m dmd3c_ros.deploy.ort_tuning`` times the three).
-``graph_optimization``, ``spinning`` and ``session_config`` (ONNX Runtime session config
-entries, which win over ``spinning``) override them.
+the number of CPU cores), with ONNX Runtime's worker threads NOT spinning between runs
+(``spinning=False``): a frame's Python and OpenCV steps (projection, the classical pre-step,
+publishing) and the node's message handling run beside and between network runs, and spinning
+workers take the cores from them. On 2 cores that halved the completion node's latency
+(docs/benchmarks.md, "Spinning"), although the network alone, run back to back, is faster with
+spinning (``python -m dmd3c_ros.deploy.ort_tuning`` times both). Workers that spin only while a
+run lasts (``session_config={"session.intra_op.allow_spinning": "1",
+"session.force_spinning_stop": "1"}``) made the node's network stage 1.4x as long (38-41
+against 26-30 ms, docs/benchmarks.md, round 4). ``graph_optimization``, ``spinning`` and
+``session_config`` (ONNX Runtime session config entries, which win over ``spinning``) override
+them.
 
 Several frames in one call (the views of a sweep): on the CPU they run as single frames on
 ``view_workers`` threads (default: the CPU cores), each through a second, one-thread session;
@@ -34,21 +35,7 @@ from dmd3c_ros.runtime.base import BackendError, BackendUnavailableError
 from dmd3c_ros.runtime.network import STAGES, NetworkBackend
 from dmd3c_ros.runtime.spec import ModelSpec
 
-SPINNING = "session.intra_op.allow_spinning"  # ONNX Runtime's session config keys
-SPIN_STOP = "session.force_spinning_stop"
-# spinning mode -> session config entries
-SPIN_MODES = {"run": {SPINNING: "1", SPIN_STOP: "1"},   # spin during a run, stop after (ours)
-              "on": {SPINNING: "1"},                    # ONNX Runtime's default
-              "off": {SPINNING: "0"}}
-
-
-def spin_entries(spinning: bool | str) -> dict[str, str]:
-    """The session config entries of a spinning mode: "run", "on" (or True), "off" (or False)."""
-    mode = ("on" if spinning else "off") if isinstance(spinning, bool) else str(spinning)
-    if mode not in SPIN_MODES:
-        raise ValueError(f"spinning must be one of {sorted(SPIN_MODES)} (or a bool), got "
-                         f"{spinning!r}")
-    return dict(SPIN_MODES[mode])
+SPINNING = "session.intra_op.allow_spinning"  # ONNX Runtime's session config key
 
 
 def cpu_cores() -> int:
@@ -82,11 +69,10 @@ class OnnxRuntimeBackend(NetworkBackend):
             model's static batch size.
         graph_optimization: "basic", "extended" or "all" (ONNX Runtime's graph optimisation
             levels; "all" adds the layout transformations, NCHWc on x86).
-        spinning: "run" (ours): worker threads spin while a run lasts and stop when it
-            returns; "on" or True: they go on spinning after it (ONNX Runtime's default);
-            "off" or False: they sleep whenever they wait.
-        session_config: ONNX Runtime session config entries {key: value}; they win over the
-            entries ``spinning`` makes.
+        spinning: let ONNX Runtime's worker threads spin after a run (its own default);
+            False (ours) puts them to sleep.
+        session_config: ONNX Runtime session config entries {key: value}; an entry for
+            ``session.intra_op.allow_spinning`` wins over ``spinning``.
         view_workers: threads that run the frames of one call side by side on the CPU
             (module docstring); None = the CPU cores, 1 = one batched call.
     """
@@ -95,7 +81,7 @@ class OnnxRuntimeBackend(NetworkBackend):
 
     def __init__(self, spec: ModelSpec, *, intra_op_threads: int | None = None,
                  providers: list[str] | None = None, max_batch: int | None = None,
-                 graph_optimization: str = "all", spinning: bool | str = "run",
+                 graph_optimization: str = "all", spinning: bool = False,
                  session_config: dict[str, str] | None = None,
                  view_workers: int | None = None) -> None:
         super().__init__(spec)
@@ -107,7 +93,7 @@ class OnnxRuntimeBackend(NetworkBackend):
             raise ValueError(f"graph_optimization must be one of {sorted(levels)}, got "
                              f"{graph_optimization!r}")
         self._level = levels[graph_optimization]
-        entries = spin_entries(spinning)
+        entries = {SPINNING: "1" if spinning else "0"}
         entries.update({str(k): str(v) for k, v in (session_config or {}).items()})
         self.session_config = entries
         threads = int(intra_op_threads) if intra_op_threads else cpu_cores()  # None/0: all
