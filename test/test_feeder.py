@@ -85,6 +85,26 @@ def test_ros_args_types():
                     "-p", "lidar_to_camera:=[1.0, 0.0, 1e-05]"]
 
 
+def test_node_processes_run_this_process_package(tmp_path):
+    """A node started by a tool runs the dmd3c_ros that tool imported, wherever it is run from
+    and whatever else is on PYTHONPATH or installed (not the environment's console script)."""
+    import os
+    import subprocess
+
+    import dmd3c_ros
+    from dmd3c_ros.ros.graph import node_command, package_root, ros_process_env
+    command = node_command("surround_node")
+    assert command == [sys.executable, "-P", "-m", "dmd3c_ros.ros.surround_node"]
+    elsewhere = str(tmp_path / "other_checkout")
+    env = ros_process_env(150, base={"PYTHONPATH": os.pathsep.join([elsewhere, package_root()])})
+    assert env["PYTHONPATH"].split(os.pathsep) == [package_root(), elsewhere]
+    (tmp_path / "other_checkout" / "dmd3c_ros").mkdir(parents=True)   # a decoy, also the cwd
+    (tmp_path / "other_checkout" / "dmd3c_ros" / "__init__.py").write_text("")
+    child = subprocess.run(command[:2] + ["-c", "import dmd3c_ros; print(dmd3c_ros.__file__)"],
+                           env=env, cwd=elsewhere, capture_output=True, text=True, check=True)
+    assert child.stdout.strip() == dmd3c_ros.__file__
+
+
 # ------------------------------------------------------------------------ driver vs echo
 
 class EchoNode(Node):

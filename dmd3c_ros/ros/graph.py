@@ -28,9 +28,19 @@ def free_domain_id(rng: random.Random | None = None) -> int:
     return (rng or random.SystemRandom()).randint(101, 200)
 
 
+def package_root() -> str:
+    """The folder holding the ``dmd3c_ros`` package this process imported."""
+    return str(Path(__file__).resolve().parents[2])
+
+
 def ros_process_env(domain_id: int | None = None, base: dict | None = None) -> dict[str, str]:
-    """A copy of ``base`` (default: os.environ) set up for a private, machine-local ROS graph."""
+    """A copy of ``base`` (default: os.environ) set up for a private, machine-local ROS graph,
+    with :func:`package_root` first on ``PYTHONPATH``: a child process imports the same
+    ``dmd3c_ros`` as this one (a second checkout, or an installed copy, would otherwise win)."""
     env = dict(os.environ if base is None else base)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([package_root()]
+                                        + [p for p in paths if p != package_root()])
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["ROS_DOMAIN_ID"] = str(free_domain_id() if domain_id is None else domain_id)
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
@@ -88,13 +98,13 @@ def ros_args(parameters: Mapping[str, object]) -> list[str]:
 
 
 def node_command(executable: str = "completion_node") -> list[str]:
-    """A node of this interpreter's environment (``completion_node`` or ``surround_node``): its
-    console script when installed beside the interpreter, else ``python -m
-    dmd3c_ros.ros.<executable>``."""
-    script = Path(sys.executable).parent / executable
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    return [sys.executable, "-m", f"dmd3c_ros.ros.{executable}"]
+    """A node (``completion_node`` or ``surround_node``) of this process's own package:
+    ``python -P -m dmd3c_ros.ros.<executable>`` with this interpreter. Not the console script of
+    the environment, which imports whichever ``dmd3c_ros`` is installed there (an editable
+    install of another checkout): a benchmark run from one tree then timed another tree's node.
+    With :func:`ros_process_env`'s ``PYTHONPATH`` the module is this process's; ``-P`` keeps a
+    ``dmd3c_ros`` folder in the working directory from coming first."""
+    return [sys.executable, "-P", "-m", f"dmd3c_ros.ros.{executable}"]
 
 
 class NodeProcess:
