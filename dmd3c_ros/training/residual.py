@@ -231,8 +231,8 @@ class ResidualStudent(nn.Module):
         features = x                                           # stride 2 of the network's grid
         out = self.out(self.head(self.head_in(x_in) + self.head_feat(features)))
         if stride > 1:  # back to the input's size: unpadded, upsampled
-            out = F.interpolate(out[:, :, rows:, :out.shape[-1] - cols], scale_factor=float(stride),
-                                mode="bilinear", align_corners=False)
+            out = F.interpolate(out[:, :, rows:, :out.shape[-1] - cols],
+                                scale_factor=float(stride), mode="bilinear", align_corners=False)
         correction = self.config.bound * torch.tanh(out[:, :1])
         dz = self.config.deadzone
         if dz > 0 and not self.training:
