@@ -51,6 +51,14 @@ def test_ring_pairs():
     assert ring_pairs(["a", "b"]) == [("a", "b")] and ring_pairs(["a"]) == []
 
 
+def test_ring_index_pairs_follow_the_ring_among_the_views_present():
+    from dmd3c_ros.core.surround import ring_index_pairs
+    assert ring_index_pairs(["a", "b", "c"]) == [(0, 1), (1, 2), (2, 0)]
+    # views in another order, one ring camera missing: its neighbours become adjacent
+    assert ring_index_pairs(["c", "a", "d"], ring=["a", "b", "c", "d"]) == [(1, 0), (0, 2),
+                                                                              (2, 1)]
+
+
 def test_exact_depths_of_one_plane_agree():
     # A turned 25 degrees and 0.4 m to the side, B looking straight at the wall: B's depth is
     # the same on every pixel, so the rounding to B's pixel centres costs nothing.

@@ -43,6 +43,15 @@ def ring_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
     return [(names[i], names[(i + 1) % len(names)]) for i in range(len(names))]
 
 
+def ring_index_pairs(names: Sequence[str], ring: Sequence[str] | None = None
+                     ) -> list[tuple[int, int]]:
+    """:func:`ring_pairs` as indices into ``names``: the cameras of ``ring`` (default:
+    ``names`` itself) that ``names`` holds, adjacent in ``ring``'s order."""
+    index = {name: i for i, name in enumerate(names)}
+    present = [name for name in (names if ring is None else ring) if name in index]
+    return [(index[a], index[b]) for a, b in ring_pairs(present)]
+
+
 def overlap_depths(depth_a: np.ndarray, camera_a: PinholeCamera, a_from_lidar: np.ndarray,
                    depth_b: np.ndarray, camera_b: PinholeCamera, b_from_lidar: np.ndarray,
                    *, pixels: bool = False):

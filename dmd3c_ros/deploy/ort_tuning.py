@@ -6,7 +6,7 @@
 Every combination of intra-op threads, spinning worker threads (ONNX Runtime's
 ``session.intra_op.allow_spinning``) and graph optimisation level gets its own session, timed on
 the KITTI sample frame (or the bench's synthetic frame) two ways: the network alone
-(``OnnxRuntimeBackend._run`` on the prepared input, run back to back) and the whole frame as the
+(``OnnxRuntimeBackend._run`` on the prepared input) and the whole frame as the
 node runs it (``infer``: the pre-step, the network, mapping the output back), the sessions
 interleaved frame by frame in one process so that their ratios hold on a busy machine, with
 ``--gap`` seconds of idle before each timed call (a node's frames come apart, and workers left
@@ -102,7 +102,8 @@ def markdown(result: dict) -> str:
              f"{machine['cpu']}, {machine['cores_usable']} cores usable, onnxruntime "
              f"{machine['onnxruntime']}; model {Path(result['model']).name} at "
              f"{result['input_size'][0]}x{result['input_size'][1]}, {result['frames']} frames "
-             "per session, sessions interleaved; network = the network alone, back to back; "
+             f"per session, sessions interleaved, {result['gap_s']:g} s idle before each call; "
+             "network = the network alone; "
              "frame = the whole frame (pre-step, network, output mapped back)", "",
              "| session | frame median / p90 ms | frame vs default | network median / p90 ms "
              "| network vs default |", "|---|---:|---:|---:|---:|"]

@@ -45,7 +45,8 @@ import numpy as np
 from dmd3c_ros.core.metrics import average_metrics, depth_metrics
 from dmd3c_ros.core.nuscenes_sample import load_nuscenes_sample
 from dmd3c_ros.core.seam_blend import SeamBlender
-from dmd3c_ros.core.surround import mean_figures, pair_disagreement, ring_pairs
+from dmd3c_ros.core.surround import (mean_figures, pair_disagreement, ring_index_pairs,
+                                     ring_pairs)
 from dmd3c_ros.runtime.pipeline import View
 
 from .lidar_split import split_sweep
@@ -120,10 +121,8 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
     images = {c.name: c.rgb for c in sample.cameras}
     blender = None
     if seam_tolerance is not None:
-        index = {n: i for i, n in enumerate(names)}
         blender = SeamBlender([views[n][0] for n in names], [views[n][1] for n in names],
-                              [(index[a], index[b]) for a, b in ring_pairs(names)],
-                              tolerance=seam_tolerance)
+                              ring_index_pairs(names), tolerance=seam_tolerance)
 
     def record(name: str, out, total_ms: float) -> None:
         depths = {n: r.depth for n, r in zip(names, out.results) if r is not None}

@@ -10,7 +10,7 @@ from std_msgs.msg import Header
 
 from dmd3c_ros.core.calibration import quaternion_from_rotation
 from dmd3c_ros.core.seam_blend import SeamBlender
-from dmd3c_ros.core.surround import fuse_views, ring_pairs
+from dmd3c_ros.core.surround import fuse_views, ring_index_pairs
 from dmd3c_ros.ros.adapters import xyz_to_pointcloud2
 from dmd3c_ros.ros.node_common import StartupError, output_qos
 
@@ -106,10 +106,8 @@ class RigSeams:
         if (self._kept is not None and self._kept[0] == list(names)
                 and self._kept[1].matches(cameras, extrinsics)):
             return self._kept[1]
-        index = {name: i for i, name in enumerate(names)}
-        ring = [c for c in self.cameras if c in index]
-        blender = SeamBlender(cameras, extrinsics,
-                              [(index[a], index[b]) for a, b in ring_pairs(ring)],
+        ring = [c for c in self.cameras if c in names]
+        blender = SeamBlender(cameras, extrinsics, ring_index_pairs(names, ring),
                               tolerance=self.tolerance)
         self._kept = (list(names), blender)
         self.logger.info(f"seam blending: {len(blender.directions)} overlapping directions "

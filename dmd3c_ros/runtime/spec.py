@@ -268,8 +268,7 @@ def write_spec(path, *, name: str, onnx, input_size, depth_scale: float, depth_r
                sparse_input: str = "sparse", depth_output: str = "depth",
                uncertainty_output: str | None = None, torch_factory: str | None = None,
                torch_kwargs: dict | None = None, torch_weights=None,
-               classical_input: str | None = None, mono_model=None,
-               rgb_used: bool = True) -> ModelSpec:
+               classical_input: str | None = None, mono_model=None) -> ModelSpec:
     """Write a spec YAML for an existing ONNX file (its sha256 computed here) and return it.
 
     ``onnx`` and ``torch_weights`` are paths (absolute, or relative to the current directory);
@@ -293,6 +292,5 @@ def write_spec(path, *, name: str, onnx, input_size, depth_scale: float, depth_r
                      sparse_input=sparse_input, depth_output=depth_output,
                      uncertainty_output=uncertainty_output, torch=torch_spec,
                      classical_input=classical_input,
-                     mono_model=Path(mono_model).expanduser().resolve() if mono_model else None,
-                     rgb_used=bool(rgb_used))
+                     mono_model=Path(mono_model).expanduser().resolve() if mono_model else None)
     return spec.save(path)

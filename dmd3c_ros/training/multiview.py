@@ -27,7 +27,7 @@ import numpy as np
 
 from dmd3c_ros.core.camera import PinholeCamera
 from dmd3c_ros.core.projection import depth_to_points
-from dmd3c_ros.core.surround import ring_pairs
+from dmd3c_ros.core.surround import ring_index_pairs
 from dmd3c_ros.training.synthetic import CropSampler, ring_image
 
 SURROUND_CACHE_VERSION = 1
@@ -151,8 +151,7 @@ class PairSampler:
         self.root = Path(self.root)
         index = load_surround_index(self.root)
         self.files = self.files or list(index["frames"])
-        self.pairs = [(index["cameras"].index(a), index["cameras"].index(b))
-                      for a, b in ring_pairs(index["cameras"])]
+        self.pairs = ring_index_pairs(index["cameras"])
         self.pairs += [(b, a) for a, b in self.pairs]   # either camera may be "a"
 
     def sample(self, key: Sequence[int]) -> tuple[dict, dict, dict]:
