@@ -7,6 +7,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from dmd3c_ros.core.classical import complete_classical  # noqa: E402
+from dmd3c_ros.core.input_transform import InputTransform  # noqa: E402
 from dmd3c_ros.runtime.classical_backend import ClassicalBackend  # noqa: E402
 from dmd3c_ros.runtime.factory import create_backend  # noqa: E402
 from dmd3c_ros.runtime.mono_fallback import MonoFallbackBackend  # noqa: E402
@@ -52,11 +53,13 @@ def test_untrained_student_returns_the_classical_completion_exactly(variant, siz
     assert (sigma > 0).all() and torch.isfinite(sigma).all()
 
 
-@pytest.mark.parametrize("resolution, shape", [("image", (75, 150)), ("input", SIZE)])
+@pytest.mark.parametrize("resolution, shape", [("image", (75, 150)), ("image", (96, 150)),
+                                               ("input", SIZE)])
 def test_untrained_student_through_the_runtime_equals_the_classical_backend(
         tmp_path, resolution, shape):
-    """``image``: the classical completion of the camera-size map times the correction, so the
-    identity holds for any camera size; ``input``: at the network's size (no resize here)."""
+    """``image``: the classical completion of the camera-size map times the correction (and
+    the classical completion itself outside the network's crop), so the identity holds for any
+    camera size, on every pixel; ``input``: at the network's size (no resize here)."""
     path = _export_untrained(tmp_path, classical_resolution=resolution)
     assert load_spec(path).classical_resolution == resolution
     rng = np.random.default_rng(3)
@@ -66,9 +69,17 @@ def test_untrained_student_through_the_runtime_equals_the_classical_backend(
     for name in ("onnxruntime", "torch"):
         got = create_backend(name, path).infer(rgb, sparse).depth
         in_range = np.isfinite(expected) & (expected >= 0.5)   # the spec clips to 0.5-120 m
-        if resolution == "image":   # rows outside the network's crop of the image: NaN
+        if resolution == "input":   # rows outside the network's crop of the image: NaN
             in_range &= np.isfinite(got)
-            assert np.isfinite(got).mean() > 0.9
+        else:   # every pixel, the rows outside the network's crop too (no uncertainty there)
+            assert np.isfinite(got).sum() == np.isfinite(expected).sum()
+            prediction = create_backend(name, path).infer(rgb, sparse)
+            x0, y0, cw, ch = InputTransform(shape[::-1], load_spec(path).input_wh).crop
+            outside = np.ones(shape, bool)
+            outside[y0:y0 + ch, x0:x0 + cw] = False
+            assert outside.any() == (shape == (96, 150))   # (75, 150): resized, not cropped
+            assert np.isfinite(prediction.depth[outside]).all()
+            assert np.isnan(prediction.uncertainty[outside]).all()
         np.testing.assert_allclose(got[in_range], expected[in_range], rtol=1e-5)
         assert not np.isfinite(got[~np.isfinite(expected)]).any()
 

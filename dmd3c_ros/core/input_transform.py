@@ -146,12 +146,13 @@ class InputTransform:
         x0, y0, cw, ch = self.crop
         return camera.cropped(x0, y0, cw, ch).resized(*self.input_size)
 
-    def restore(self, depth: np.ndarray) -> np.ndarray:
+    def restore(self, depth: np.ndarray, *, outside: float = np.nan) -> np.ndarray:
         """(h, w) network-size map (metres, NaN = no value) -> new (H, W) float32 full-size map.
 
         Bilinear (area when shrinking) resize to the crop size by normalised convolution: NaN
         pixels get zero weight, so valid values are never blended with NaN; a target pixel whose
-        valid weight is below one half is NaN. Pixels outside the crop box are NaN.
+        valid weight is below one half is NaN. Pixels outside the crop box are ``outside``
+        (default NaN: no value).
         """
         depth = np.asarray(depth)
         w, h = self.input_size
@@ -172,6 +173,6 @@ class InputTransform:
             with np.errstate(divide="ignore", invalid="ignore"):
                 resized = np.where(weight >= 0.5, total / weight, np.nan).astype(np.float32)
         W, H = self.image_size
-        full = np.full((H, W), np.nan, dtype=np.float32)
+        full = np.full((H, W), outside, dtype=np.float32)
         full[y0:y0 + ch, x0:x0 + cw] = resized
         return full

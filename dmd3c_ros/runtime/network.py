@@ -13,8 +13,10 @@ Pre-processing (per frame, through :class:`~dmd3c_ros.core.input_transform.Input
         has no standard ONNX operator).
 Post-processing:
     depth (N, 1, h, w) or (N, h, w) network units -> * depth_scale (metres) -> non-finite to NaN ->
-    clip to depth_range -> restore to (H, W) with NaN outside the crop box. For a model with a
-    classical input, a depth <= 0 (no classical value there) is NaN, not the range minimum.
+    clip to depth_range -> restore to (H, W) with NaN outside the crop box (a residual model
+    with ``classical_resolution: image``: the classical completion there, see
+    :class:`ClassicalFrame`). For a model with a classical input, a depth <= 0 (no classical
+    value there) is NaN, not the range minimum.
     uncertainty likewise (std in metres, negatives -> 0, NaN where depth is NaN), never clipped
     to the depth range.
 """
@@ -37,18 +39,22 @@ class ClassicalFrame:
     """The transform of one frame of a residual model with ``classical_resolution: image``:
     maps are restored as the camera-size classical completion times the network's correction
     (network map / network classical input, resized back), so that the correction is applied
-    at the camera's resolution and an untrained (identity) student is the classical completion
-    of the camera-size sparse map exactly."""
+    at the camera's resolution. Outside the network's crop of the image the depth is the
+    classical completion itself (no correction; no uncertainty), so an untrained (identity)
+    student is the classical completion of the camera-size sparse map exactly, everywhere."""
 
     def __init__(self, transform: InputTransform, full: np.ndarray, small: np.ndarray) -> None:
         self.transform = transform
         self.full = full      # (H, W) float32 metres, NaN = no value
         self.small = small    # (h, w) float32 metres, 0 = no value
 
-    def restore(self, values: np.ndarray) -> np.ndarray:
+    def restore(self, values: np.ndarray, *, classical_outside: bool = False) -> np.ndarray:
+        """``values`` (h, w) metres -> (H, W); outside the crop box the classical completion
+        (``classical_outside``: the depth) or NaN (the uncertainty)."""
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(self.small > 0, values / self.small, np.nan).astype(np.float32)
-        return self.full * self.transform.restore(ratio)
+        return self.full * self.transform.restore(ratio,
+                                                  outside=1.0 if classical_outside else np.nan)
 
 
 class NetworkIO:
@@ -151,9 +157,11 @@ class NetworkIO:
             np.maximum(sigma, 0.0, out=sigma)  # NaN stays NaN
         predictions = []
         for index, transform in enumerate(transforms):
-            full_depth = transform.restore(depth[index])
             if isinstance(transform, ClassicalFrame):
+                full_depth = transform.restore(depth[index], classical_outside=True)
                 np.clip(full_depth, low, high, out=full_depth)  # NaN stays NaN
+            else:
+                full_depth = transform.restore(depth[index])
             full_sigma = None
             if sigma is not None:
                 full_sigma = transform.restore(sigma[index])
