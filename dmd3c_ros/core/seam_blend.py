@@ -119,10 +119,13 @@ class SeamBlender:
                 raise ValueError(f"a depth image of shape {np.shape(depth)} for a "
                                  f"{camera.width}x{camera.height} camera")
         views = [np.asarray(d, dtype=np.float32) for d in depths]
-        sums = [np.zeros(v.size, np.float32) for v in views]     # flat: half log ratios
-        counts = [np.zeros(v.size, np.float32) for v in views]   # flat: moves per pixel
-        moved_at: list[list[np.ndarray]] = [[] for _ in views]   # flat indices of the moves
+        # Per view: the half log ratios summed and the number of moves, per pixel (only the
+        # bands met below are written).
+        sums = [np.zeros(v.shape, np.float32) for v in views]
+        counts = [np.zeros(v.shape, np.float32) for v in views]
+        touched: list[list[tuple[slice, slice]]] = [[] for _ in views]
         low, high = np.float32(1.0 / (1.0 + self.tolerance)), np.float32(1.0 + self.tolerance)
+        half = np.float32(0.5)
         for i, j, band, Q, k in self.directions:
             shape = views[j].shape
             # This sweep's depths land in B on part of the band: find it on every 8th pixel.
@@ -135,23 +138,29 @@ class SeamBlender:
                          for x, b in zip((rows, columns), band))
             local = tuple(slice(p.start - b.start, p.stop - b.start) for p, b in zip(part, band))
             z, u, v, inside = _carry(views[i][part], Q[(slice(None), *local)], k, shape)
-            flat = np.flatnonzero(inside)
-            landing = (v.ravel()[flat].astype(np.intp) * shape[1]
-                       + u.ravel()[flat].astype(np.intp))
+            # Every pixel of the part at once (those that land nowhere look up pixel 0 and are
+            # masked out): each lands once, so a sum over the part is a scatter.
+            landing = np.where(inside, v, 0).astype(np.intp)
+            landing *= shape[1]
+            landing += np.where(inside, u, 0).astype(np.intp)
             with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.take(views[j], landing) / z.ravel()[flat]
-            same = (ratio >= low) & (ratio <= high)   # NaN (no depth in B) fails too
-            rows, columns = np.divmod(flat[same], z.shape[1])
-            pixels = (rows + part[0].start) * views[i].shape[1] + columns + part[1].start
-            sums[i][pixels] += np.float32(0.5) * np.log(ratio[same])  # each lands once
-            counts[i][pixels] += 1.0
-            moved_at[i].append(pixels)
+                ratio = np.take(views[j], landing) / z
+                same = inside & (ratio >= low) & (ratio <= high)   # NaN (no depth in B) fails
+                moves = np.log(ratio, out=np.zeros_like(ratio), where=same)
+                moves *= half
+                sums[i][part] += moves
+            counts[i][part] += same
+            touched[i].append(part)
         out = []
-        for view, total, count, at in zip(views, sums, counts, moved_at):
+        for view, total, count, parts in zip(views, sums, counts, touched):
             moved = view.copy()
-            if at:   # a pixel moved from two directions is written twice, with one value
-                at = np.concatenate(at)
-                moved.ravel()[at] *= np.exp(total[at] / count[at])
+            for part in parts:   # a part met twice moves its pixels once, by the mean
+                n = count[part]
+                moves = n > 0
+                factor = np.divide(total[part], n, out=np.zeros_like(n), where=moves)
+                np.exp(factor, out=factor, where=moves)
+                np.multiply(moved[part], factor, out=moved[part], where=moves)
+                n[moves] = 0.0   # done: an overlapping part must not move them again
             out.append(moved)
         return out
 
