@@ -195,3 +195,30 @@ def test_eval_reads_the_kitti_object_layout(kitti_object, tmp_path):
                  "--json", str(out)]) == 0
     result = json.loads(out.read_text())["results"]["classical"]
     assert result["frames"] == 1 and result["rmse_mm"] == pytest.approx(1704.9, abs=0.1)
+
+
+def test_correction_sparsity_term_is_zero_at_the_identity_start_and_grows_with_the_correction():
+    from dmd3c_ros.training.objective import Objective, TrainModule
+    from dmd3c_ros.training.residual import build_residual_student
+    from dmd3c_ros.training.student import build_student
+    rng = np.random.default_rng(0)
+    h, w = 64, 128
+    classical = torch.from_numpy(rng.uniform(0.05, 0.5, (2, 1, h, w)).astype(np.float32))
+    classical[:, :, :8] = 0.0                        # no classical value: not counted
+    batch = {"rgb": torch.zeros(2, 3, h, w), "sparse": classical * (torch.rand(2, 1, h, w) < 0.1),
+             "classical": classical, "target": classical * 1.1,
+             "teacher": torch.rand(2, 1, h, w)}
+    config = _config("unused", "unused", weights={"depth": 1.0, "sparse": 0.1})
+    student = build_residual_student("residual_geo")
+    module = TrainModule(student, Objective(config, 16))
+    assert module(batch)[1]["sparse"] == 0.0         # untrained: the classical answer, no cost
+    with torch.no_grad():
+        student.out.weight.normal_(0.0, 0.3)
+        student.out.bias[0].fill_(0.2)
+    with torch.no_grad():
+        out = student.forward_with_aux(batch["rgb"], batch["sparse"], batch["classical"])
+    expected = float(out["correction"].abs()[classical > 0].mean())
+    assert module(batch)[1]["sparse"] == pytest.approx(expected) and expected > 0.05
+    with pytest.raises(ValueError, match="residual student"):
+        TrainModule(build_student("tiny"), Objective(config, 16))(
+            {k: v for k, v in batch.items() if k != "classical"})

@@ -51,7 +51,9 @@ class Objective(nn.Module):
     distillation to the aligned teacher (metres); uwd: distillation to the aligned teacher
     weighted by the student's own uncertainty (metres); xview: cross-view consistency of the
     depth at shared points of adjacent surround views, vrel: view-relational distillation of
-    their relations to the aligned teacher's (``view_losses``; pair batches only)."""
+    their relations to the aligned teacher's (``view_losses``; pair batches only); sparse: mean
+    |log-space correction| of a residual student where it has a classical value (a correction
+    must pay for itself: the classical answer stands unless the target says otherwise)."""
 
     def __init__(self, config: TrainConfig, feature_channels: int):
         super().__init__()
@@ -120,6 +122,12 @@ class Objective(nn.Module):
                 terms["focal"] = self.focal(depth * scale, t_depth * scale, t_valid)
             if w["uwd"]:
                 terms["uwd"] = self.uwd(depth * scale, t_depth * scale, unc * scale, t_valid)
+        if w["sparse"]:
+            if "correction" not in out:
+                raise ValueError("loss term 'sparse' needs a residual student (its correction)")
+            has = batch["classical"] > 0
+            terms["sparse"] = out["correction"].abs()[has].mean() if has.any() \
+                else depth.sum() * 0.0
         if self.feature is not None:
             feats = out["features"]
             terms["feature"] = self.feature(feats, teacher_features(teacher, feats.shape[-2:]))

@@ -12,7 +12,7 @@ STAGES = ("pretrain", "finetune")
 SELECT_KEYS = {"synthetic": "hdl64_rmse_m", "real": "real_rmse_ratio",
                "surround": "surround_rmse_m"}   # held-out surround pairs (surround_cache)
 TERMS = ("depth", "log", "grad", "nll", "ssi", "bins", "feature", "focal", "uwd", "xview",
-         "vrel")
+         "vrel", "sparse")
 DISTILLATION_TERMS = ("ssi", "bins", "feature", "focal", "uwd", "vrel")
 VIEW_TERMS = ("xview", "vrel")   # need the pairs of a surround cache (surround_cache)
 
