@@ -43,8 +43,9 @@ class Objective(nn.Module):
 
     depth: L1 + 0.2 x L2 to the target in metres (+ 0.5 x L1 of the bin expectation before
     refinement); log: L1 of log depth (relative error); grad: multi-scale gradient matching to
-    the target (metres); nll: Laplacian NLL of the uncertainty head (depth detached); ssi: scale-and-shift-invariant loss of the student's inverse depth to the
-    teacher's relative inverse depth; bins: KL of the student's bin probabilities to the teacher
+    the target (metres); nll: Laplacian NLL of the uncertainty head (depth detached); ssi:
+    scale-and-shift-invariant loss of the student's inverse depth to the teacher's relative
+    inverse depth; bins: KL of the student's bin probabilities to the teacher
     (aligned to the metric target by least squares in inverse depth) soft-assigned to the
     student's own metric centres; feature: attention-adapted feature distillation of the last
     decoder features to :func:`teacher_features`; focal: focal-depth-adapted response
