@@ -53,6 +53,26 @@ def test_views_within_the_tolerance_meet_halfway():
     np.testing.assert_array_equal(out_a[~moved_a], depth_a[~moved_a])
 
 
+def test_a_pixel_met_from_both_sides_moves_once_by_the_mean():
+    # Three cameras 20 degrees apart on one wall: the middle view's two bands overlap, and
+    # where both neighbours see its pixels it meets each halfway once (not twice).
+    rig = [yaw(-20.0), yaw(0.0), yaw(20.0, (0.1, 0.0, 0.05))]
+    blend = SeamBlender([CAMERA] * 3, rig, [(0, 1), (1, 2)])
+    left, right = (band for i, _, band, _, _ in blend.directions if i == 1)
+    assert left[1].stop > right[1].start          # the bands overlap
+    depths = [wall_depth(CAMERA, t) for t in rig]
+    depths[1] = depths[1] * np.float32(1.04)      # the middle view 4 % too far
+    out = blend(depths)[1]
+    ratio = out / depths[1]
+    moved = np.isfinite(ratio) & (np.abs(ratio - 1) > 1e-6)
+    # Every moved pixel went halfway to its neighbour(s), one or both: 1 / sqrt(1.04) up to
+    # the neighbours' pixel rounding; moved twice it would be about 1 / 1.04.
+    np.testing.assert_allclose(ratio[moved], 1.0 / np.sqrt(1.04), rtol=3e-3)
+    both = np.zeros(moved.shape, bool)
+    both[:, right[1].start:left[1].stop] = True
+    assert (moved & both).sum() > 500
+
+
 def test_views_beyond_the_tolerance_keep_their_depths():
     depth_a, depth_b = views(1.10)          # 10 %: not taken for the same surface at 5 %
     out_a, out_b = blender(0.05)([depth_a, depth_b])
