@@ -48,7 +48,7 @@ class Messages:
 
     def serialize_inputs(self, frame) -> tuple[bytes, bytes, bytes]:
         """The Image (rgb8), CameraInfo and PointCloud2 of ``frame`` (rgb, points, camera,
-        lidar_to_camera, name: a ``deploy.bench.BenchFrame``) as the wire carries them."""
+        lidar_to_camera, name: a ``deploy.bench_frames.BenchFrame``) as the wire carries them."""
         kitti = self._kitti_frame(frame.rgb, frame.points, frame.camera, frame.lidar_to_camera,
                                   None, frame.name)
         return tuple(self._serialize(msg) for msg in self._frame_messages(kitti, 0.0))

@@ -1,0 +1,64 @@
+"""Keep freed memory in the process instead of handing it back to the kernel after every frame.
+
+Every frame allocates and frees the same few-megabyte arrays (the classical step's temporaries,
+the network's inputs and outputs, the restored depth). glibc's malloc serves blocks that size
+with fresh ``mmap`` pages, or trims its heap when they are freed, so each frame pays the page
+faults of zeroing them again. Raising ``M_MMAP_THRESHOLD`` (to its 32 MiB limit) and
+``M_TRIM_THRESHOLD`` (256 MiB) together keeps them in the heap for the next frame: on 2 cores the
+KITTI frame's network pre-step took about 10 ms instead of 13.5-19.6 ms, and the completion
+node's in-node p50 fell from 61-76 to 48-53 ms (``docs/benchmarks.md``, round 5), for a few
+megabytes more resident memory. Either setting alone is slower than neither.
+
+The nodes and the ``dmd3c`` commands that run a backend call :func:`keep_freed_memory` once at
+start. It changes nothing where the environment already sets glibc's ``MALLOC_MMAP_THRESHOLD_``
+or ``MALLOC_TRIM_THRESHOLD_`` (the user's choice), with ``DMD3C_KEEP_FREED_MEMORY=0``, or
+without glibc.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc's mallopt parameters (malloc.h)
+MMAP_THRESHOLD = 32 << 20    # bytes: glibc's largest (HEAP_MAX_SIZE / 2 on 64-bit)
+TRIM_THRESHOLD = 256 << 20   # bytes of freed heap kept at its top before trimming
+OPT_OUT = "DMD3C_KEEP_FREED_MEMORY"
+_GLIBC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+_done: str | None = None
+
+
+def keep_freed_memory() -> str:
+    """Apply the settings of the module docstring once per process; returns what was done, as
+    one line for a log (the same line on later calls)."""
+    global _done
+    if _done is None:
+        _done = _apply()
+    return _done
+
+
+def _apply() -> str:
+    if os.environ.get(OPT_OUT, "1") == "0":
+        return f"malloc left as it is ({OPT_OUT}=0)"
+    named = [name for name in _GLIBC_VARIABLES if name in os.environ]
+    if named:
+        return f"malloc left to the environment ({', '.join(named)})"
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return "malloc left as it is (not glibc)"
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError) as error:
+        return f"malloc left as it is (no mallopt: {error})"
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    # Both or neither: the mmap threshold alone lets the heap trim every frame, the trim
+    # threshold alone stops glibc raising the mmap threshold by itself.
+    if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1:
+        return "malloc left as it is (mallopt refused M_MMAP_THRESHOLD)"
+    if mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
+        return "malloc: M_MMAP_THRESHOLD set, mallopt refused M_TRIM_THRESHOLD"
+    return (f"malloc keeps freed memory (M_MMAP_THRESHOLD {MMAP_THRESHOLD >> 20} MiB, "
+            f"M_TRIM_THRESHOLD {TRIM_THRESHOLD >> 20} MiB; {OPT_OUT}=0 turns it off)")
+
+
+__all__ = ["keep_freed_memory"]
