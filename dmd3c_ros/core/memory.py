@@ -3,11 +3,12 @@
 Every frame allocates and frees the same few-megabyte arrays (the classical step's temporaries,
 the network's inputs and outputs, the restored depth). glibc's malloc serves blocks that size
 with fresh ``mmap`` pages, or trims its heap when they are freed, so each frame pays the page
-faults of zeroing them again. Raising ``M_MMAP_THRESHOLD`` (to its 32 MiB limit) and
-``M_TRIM_THRESHOLD`` (256 MiB) together keeps them in the heap for the next frame: on 2 cores the
-KITTI frame's network pre-step took about 10 ms instead of 13.5-19.6 ms, and the completion
-node's in-node p50 fell from 61-76 to 48-53 ms (``docs/benchmarks.md``, round 5), for a few
-megabytes more resident memory. Either setting alone is slower than neither.
+faults of zeroing them again. Raising ``M_MMAP_THRESHOLD`` (to 32 MiB, above any one array of a
+frame up to about 4 megapixels) and ``M_TRIM_THRESHOLD`` (256 MiB) together keeps them in the
+heap for the next frame: on 2 cores the KITTI frame's network pre-step took about 10 ms instead
+of 13.5-19.6 ms, and in a quiet half hour the completion node's in-node p50 was 48-53 ms against
+61-76 ms without (``docs/benchmarks.md``, "Keeping freed memory"), for a few megabytes more
+resident memory. Either setting alone is slower than neither.
 
 The nodes and the ``dmd3c`` commands that run a backend call :func:`keep_freed_memory` once at
 start. It changes nothing where the environment already sets glibc's ``MALLOC_MMAP_THRESHOLD_``
@@ -21,7 +22,7 @@ import os
 import platform
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc's mallopt parameters (malloc.h)
-MMAP_THRESHOLD = 32 << 20    # bytes: glibc's largest (HEAP_MAX_SIZE / 2 on 64-bit)
+MMAP_THRESHOLD = 32 << 20    # bytes: blocks below it come from the heap, not fresh mmap pages
 TRIM_THRESHOLD = 256 << 20   # bytes of freed heap kept at its top before trimming
 OPT_OUT = "DMD3C_KEEP_FREED_MEMORY"
 _GLIBC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
