@@ -67,13 +67,13 @@ def test_untrained_student_through_the_runtime_equals_the_classical_backend(
     sparse = np.where(rng.random(shape) < 0.06, rng.uniform(1, 110, shape), 0).astype(np.float32)
     expected = ClassicalBackend(max_depth=SCALE).infer(rgb, sparse).depth
     for name in ("onnxruntime", "torch"):
-        got = create_backend(name, path).infer(rgb, sparse).depth
+        prediction = create_backend(name, path).infer(rgb, sparse)
+        got = prediction.depth
         in_range = np.isfinite(expected) & (expected >= 0.5)   # the spec clips to 0.5-120 m
         if resolution == "input":   # rows outside the network's crop of the image: NaN
             in_range &= np.isfinite(got)
         else:   # every pixel, the rows outside the network's crop too (no uncertainty there)
             assert np.isfinite(got).sum() == np.isfinite(expected).sum()
-            prediction = create_backend(name, path).infer(rgb, sparse)
             x0, y0, cw, ch = InputTransform(shape[::-1], load_spec(path).input_wh).crop
             outside = np.ones(shape, bool)
             outside[y0:y0 + ch, x0:x0 + cw] = False

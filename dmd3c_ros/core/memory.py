@@ -39,6 +39,12 @@ def keep_freed_memory() -> str:
     return _done
 
 
+def applied() -> str | None:
+    """The line :func:`keep_freed_memory` returned in this process, or None before any call
+    (reports ask this: describing the process must not change it)."""
+    return _done
+
+
 def _apply() -> str:
     if os.environ.get(OPT_OUT, "1") == "0":
         return f"malloc left as it is ({OPT_OUT}=0)"
@@ -62,4 +68,4 @@ def _apply() -> str:
             f"M_TRIM_THRESHOLD {TRIM_THRESHOLD >> 20} MiB; {OPT_OUT}=0 turns it off)")
 
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["applied", "keep_freed_memory"]

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from dmd3c_ros.core.machine import cpu_model
-from dmd3c_ros.core.memory import keep_freed_memory
+from dmd3c_ros.core import memory
 from dmd3c_ros.runtime import factory
 from dmd3c_ros.runtime.onnxruntime_backend import cpu_cores
 
@@ -31,7 +31,7 @@ def machine_info() -> dict:
             "platform": platform.platform(), "python": platform.python_version(),
             "numpy": np.__version__, "opencv": cv2.__version__,
             "onnxruntime": _version("onnxruntime"),
-            "malloc": keep_freed_memory()}   # what this process (and a node) does: core.memory
+            "malloc": memory.applied() or "malloc as it comes (not set in this process)"}
     if "torch" in sys.modules:
         info["torch"] = _version("torch")
     if factory.tensorrt_installed():

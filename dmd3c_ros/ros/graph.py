@@ -38,9 +38,9 @@ def ros_process_env(domain_id: int | None = None, base: dict | None = None) -> d
     with :func:`package_root` first on ``PYTHONPATH``: a child process imports the same
     ``dmd3c_ros`` as this one (a second checkout, or an installed copy, would otherwise win)."""
     env = dict(os.environ if base is None else base)
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join([package_root()]
-                                        + [p for p in paths if p != package_root()])
+    root = package_root()
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
+    env["PYTHONPATH"] = os.pathsep.join([root] + paths)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["ROS_DOMAIN_ID"] = str(free_domain_id() if domain_id is None else domain_id)
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
