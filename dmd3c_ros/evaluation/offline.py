@@ -16,12 +16,8 @@ Inputs and ground truth:
   as ``dmd3c complete --sparse`` does, and the ground truth is the groundtruth PNG; or, with a LiDAR
   split, the raw sweep (velodyne .bin) split into input points and held-out ground truth.
 
-Models compared (``plan_models``): with no ``--model`` every backend runs its default model; with
-as many models as backends they pair in order; one backend with several models runs each model;
-several backends with one model each use that model (classical ignores it). NAME is the backend
-(``auto`` resolved), or ``backend:model-stem`` when a model is given.
-
-Output predictions follow the node: depths outside [min_depth, max_depth] become "no value".
+Models are compared as ``runs.plan_models`` says; predictions follow the node: depths outside
+[min_depth, max_depth] become "no value".
 
 Options that change what is measured, both recorded in the summary's "run" and the report:
 ``mono`` gives the networks no LiDAR at all (an all-zero sparse input: mono mode; an error for a
@@ -32,188 +28,24 @@ skipped as having no ground truth).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from dmd3c_ros.core.projection import project_to_depth
 from dmd3c_ros.runtime.base import MonoNotSupportedError
-from dmd3c_ros.runtime.factory import create_backend
-from dmd3c_ros.runtime.pipeline import CompletionPipeline
 
 from .lidar_split import split_points
+# The pieces of dmd3c eval, re-exported here (the CLI and the other tools import them from here).
+from .live import evaluate_live
+from .outputs import run_notes, write_json, write_report_if_available
 from .records import (FrameRecord, clean, distance_errors, format_table, frame_metrics,
                       summarize)
+from .runs import ModelRun, VisualFrame, _visual_class, complete_one, create_runs, plan_models
+from .sources import detect_kind, open_bag, open_kitti
 
 GT_MODES = ("topic", "kitti", "lidar-split")
 
-
-@dataclass
-class VisualFrame:
-    """One sampled frame for the report (stand-in when ``report.Visual`` is not installed).
-
-    rgb (H, W, 3) uint8; sparse the LiDAR input (H, W) float32 metres, 0 = none; gt (H, W) float32
-    metres, 0 = none; predictions NAME -> (H, W) float32 metres, NaN = none.
-    """
-
-    name: str
-    rgb: np.ndarray
-    sparse: np.ndarray
-    gt: np.ndarray
-    predictions: dict
-
-
-def _visual_class():
-    try:
-        from .report import Visual
-        return Visual
-    except ImportError:
-        return VisualFrame
-
-
-# ------------------------------------------------------------------------------ models
-
-def plan_models(backends, models) -> list[tuple[str, str | None]]:
-    """(backend, model or None) pairs to compare; the rule is in the module docstring."""
-    backends = list(backends or []) or ["auto"]
-    models = [str(m) for m in (models or [])]
-    if not models:
-        pairs = [(b, None) for b in backends]
-    elif len(models) == len(backends):
-        pairs = list(zip(backends, models))
-    elif len(backends) == 1:
-        pairs = [(backends[0], m) for m in models]
-    elif len(models) == 1:
-        pairs = [(b, models[0]) for b in backends]
-    else:
-        raise ValueError(f"{len(backends)} --backend and {len(models)} --model: give one backend "
-                         "per model, one backend for all models, or one model for all backends")
-    return [(b, None if b == "classical" else m) for b, m in pairs]
-
-
-@dataclass
-class ModelRun:
-    """One compared backend / model: its NAME and the pipeline that runs it."""
-
-    name: str
-    backend: str
-    model: str | None
-    pipeline: CompletionPipeline
-
-
-def create_runs(backends, models, *, min_depth: float = 0.1, max_depth: float = 100.0,
-                precision: str = "fp32", engine_cache_dir=None) -> list[ModelRun]:
-    """Create every backend of ``plan_models(backends, models)`` with a unique NAME."""
-    runs: list[ModelRun] = []
-    for backend_name, model in plan_models(backends, models):
-        backend = create_backend(backend_name, model, precision=precision,
-                                 engine_cache_dir=engine_cache_dir)
-        name = backend.name if model is None else f"{backend.name}:{Path(model).stem}"
-        taken = {r.name for r in runs}
-        base, n = name, 2
-        while name in taken:
-            name, n = f"{base}#{n}", n + 1
-        runs.append(ModelRun(name, backend.name, model,
-                             CompletionPipeline(backend, min_depth=min_depth,
-                                                max_depth=max_depth)))
-    return runs
-
-
-def complete_one(pipeline: CompletionPipeline, rgb, camera, *, points=None, lidar_to_camera=None,
-                 sparse=None) -> tuple[np.ndarray, float, str]:
-    """(depth (H, W) float32 metres NaN = none, milliseconds, mode) of one frame.
-
-    With ``points`` the pipeline projects the sweep (the node's path); with a ``sparse`` map the
-    backend gets the map as is (``dmd3c complete --sparse``'s path) and the pipeline's depth-range
-    filter is applied to its output.
-    """
-    start = time.perf_counter()
-    if sparse is None:
-        result = pipeline.run(rgb, camera, points, lidar_to_camera)
-        depth, mode = result.depth, result.mode
-    else:
-        mono = not np.any(sparse > 0)
-        depth = pipeline.backend.infer(rgb, None if mono else sparse).depth
-        out_of_range = ~((depth >= pipeline.min_depth) & (depth <= pipeline.max_depth))  # NaN too
-        depth = np.where(out_of_range, np.float32(np.nan), depth).astype(np.float32)
-        mode = "mono" if mono else "completion"
-    return depth, (time.perf_counter() - start) * 1000.0, mode  # s to ms
-
-
-# ------------------------------------------------------------------------------ sources
-
-def detect_kind(source) -> str:
-    """'bag' when ``source`` holds a rosbag2 ``metadata.yaml``, else 'kitti'."""
-    return "bag" if (Path(source) / "metadata.yaml").is_file() else "kitti"
-
-
-def open_bag(bag, *, image_topics, camera_info_topics=None, points_topic=None, gt_topics=None,
-             slop: float = 0.05, lidar_to_camera=None) -> list[tuple[str, object]]:
-    """(camera name = image topic, RosbagFrames) per image topic."""
-    from dmd3c_ros.training.data import RosbagFrames, RosbagTopics
-    image_topics = list(image_topics or [])
-    if not image_topics:
-        raise ValueError("--bag needs --image-topic (and --points-topic for the LiDAR)")
-    infos = list(camera_info_topics or []) or [None] * len(image_topics)
-    gts = list(gt_topics or []) or [None] * len(image_topics)
-    for label, values in (("--camera-info-topic", infos), ("--gt-topic", gts)):
-        if len(values) != len(image_topics):
-            raise ValueError(f"{len(values)} {label} for {len(image_topics)} --image-topic: give "
-                             "one per image topic")
-    cameras = []
-    for image, info, gt in zip(image_topics, infos, gts):
-        topics = RosbagTopics(image=image, camera_info=info, points=points_topic, gt=gt)
-        try:
-            cameras.append((image, RosbagFrames(bag, topics, slop=slop,
-                                                lidar_to_camera=lidar_to_camera)))
-        except LookupError as error:  # no /tf_static path between the LiDAR and the camera
-            raise ValueError(str(error)) from error
-    return cameras
-
-
-def open_kitti(root, *, points: bool, raw_root=None) -> list[tuple[str, object]]:
-    """(camera name, loader) for a KITTI folder: the sample layout (folders of frames with
-    image_02.png; camera 2), the object-benchmark layout (folders with image_2.png, calib.txt
-    and velodyne.bin, or <split>/image_2/; camera 2, no depth ground truth: use --lidar-split)
-    or the official depth-completion layout (cameras 2 and 3)."""
-    from dmd3c_ros.training.data import KittiDepthCompletion, KittiFrameFolders, LayoutError
-    from dmd3c_ros.training.data.kitti_frames import KittiObjectFrames
-    root = Path(root)
-    if not root.is_dir():
-        raise LayoutError(f"{root}: no such folder (KITTI-format folder)")
-    if (root / "image_2.png").is_file() or (root / "image_2").is_dir() or any(
-            (p / "image_2.png").is_file() or (p / "image_2").is_dir()
-            for p in root.iterdir() if p.is_dir()):
-        return [("image_2", KittiObjectFrames(root, stereo=False))]
-    if (root / "image_02.png").is_file() or any((p / "image_02.png").is_file()
-                                                 for p in root.iterdir() if p.is_dir()):
-        return [("image_02", KittiFrameFolders(root, cameras=(2,), stereo=False, points=points))]
-    if any((p / "proj_depth").is_dir() for p in root.iterdir() if p.is_dir()):
-        splits = [(root.parent, root.name)]  # the split folder itself
-    else:
-        splits = [(root, p.name) for p in sorted(root.iterdir())
-                  if p.is_dir() and any((d / "proj_depth").is_dir() for d in p.iterdir()
-                                        if d.is_dir())]
-    loaders, errors = [], []
-    for base, split in splits:
-        for index in (2, 3):
-            try:
-                loader = KittiDepthCompletion(base, split, raw_root=raw_root or base,
-                                              cameras=(index,), stereo=False, points=points)
-            except LayoutError as error:
-                errors.append(str(error))
-                continue
-            loaders.append((f"image_0{index}", loader))
-    if not loaders:
-        raise LayoutError(f"{root}: neither KITTI frame folders (<frame>/image_02.png) nor the "
-                          "depth-completion layout (<split>/<drive>/proj_depth)"
-                          + (f": {errors[0]}" if errors else ""))
-    return loaders
-
-
-# ------------------------------------------------------------------------------ evaluation
 
 def evaluate(source, *, backends=("auto",), models=(), gt: str | None = None,
              lidar_split: float | None = None, seed: int = 0, slop: float = 0.05,
@@ -413,30 +245,6 @@ def _lidar_description(kind, gt) -> str:
     return "the LiDAR sweep, projected into the image"
 
 
-def run_notes(run: dict) -> list[str]:
-    """Lines for the report that say how the figures were made (from the summary's "run")."""
-    lines = []
-    if run.get("mode") == "live":
-        lines.append("Live: the bag played through the completion node (one process per model).")
-    if run.get("gt"):
-        cap = run.get("gt_max_depth_m")
-        lines.append(f"Ground truth: {run['gt']}; " + (
-            f"only ground-truth pixels at most {cap:g} m away are scored." if cap is not None
-            else "every ground-truth pixel is scored (no distance cap)."))
-    if run.get("input_mode") == "mono":
-        lines.append("LiDAR input: none. Mono mode: the networks got an all-zero sparse input.")
-    elif run.get("lidar_input"):
-        lines.append(f"LiDAR input: {run['lidar_input']} (completion mode).")
-    if run.get("depth_range_m"):
-        low, high = run["depth_range_m"]
-        lines.append(f"Predictions outside {low:g}-{high:g} m count as no value (filled before "
-                     "scoring, as the KITTI devkit does).")
-    skipped = {k: v for k, v in (run.get("skipped") or {}).items() if v}
-    if skipped:
-        lines.append("Frames skipped: " + ", ".join(f"{v} ({k.replace('_', ' ')})"
-                                                     for k, v in skipped.items()) + ".")
-    return lines
-
 
 def _gt_description(gt, fraction, gt_topics) -> str:
     if gt == "lidar-split":
@@ -444,93 +252,6 @@ def _gt_description(gt, fraction, gt_topics) -> str:
     if gt == "topic":
         return "depth topic " + ", ".join(gt_topics)
     return "KITTI groundtruth PNGs"
-
-
-# ------------------------------------------------------------------------------ live
-
-def evaluate_live(source, *, backends=("auto",), models=(), image_topics=(),
-                  camera_info_topics=(), points_topic: str | None = None, gt_topics=(),
-                  lidar_to_camera=None, slop: float = 0.05, max_visuals: int = 4,
-                  progress: Callable[[str], None] | None = None, **ignored):
-    """``dmd3c eval --live``: play the bag through the completion node (``live.play_and_record``)
-    once per compared backend / model; same return values as ``evaluate``.
-
-    The node gets ``lidar_to_camera`` as a parameter: the one given, else the bag's /tf_static
-    (read here). Offline-only options (``lidar_split``, KITTI) are errors.
-    """
-    try:
-        from dmd3c_ros.ros import live_eval as live  # rclpy lives in ros/ only
-    except ImportError as error:
-        raise ValueError(f"--live needs rclpy ({error})") from None
-    if ignored.get("mono") or ignored.get("gt_max_depth") is not None:
-        raise ValueError("--mono and --gt-max-depth apply to offline evaluation, not --live")
-    if ignored.get("lidar_split") is not None or ignored.get("kind") == "kitti":
-        raise ValueError("--live plays a bag with a ground-truth depth topic: no --lidar-split "
-                         "or --kitti")
-    image_topics, gt_topics = list(image_topics or []), list(gt_topics or [])
-    if len(image_topics) != 1 or not points_topic or len(gt_topics) > 1:
-        raise ValueError("--live needs one --image-topic, --points-topic and at most one "
-                         "--gt-topic")
-    info = (list(camera_info_topics or []) or [None])[0]
-    ((_, frames),) = open_bag(source, image_topics=image_topics, camera_info_topics=[info],
-                              points_topic=points_topic, slop=slop,
-                              lidar_to_camera=lidar_to_camera)
-    transform = frames.lidar_to_camera
-    frames.close()
-    topics = {"image": image_topics[0], "camera_info": frames.topics.resolved()["camera_info"],
-              "points": points_topic, "gt": gt_topics[0] if gt_topics else None}
-    names, results, latencies, distance, visuals, runs = [], {}, {}, {}, [], {}
-    Visual = _visual_class()
-    for backend, model in plan_models(backends, models):
-        name = backend if model is None else f"{backend}:{Path(model).stem}"
-        base, n = name, 2
-        while name in names:
-            name, n = f"{base}#{n}", n + 1
-        names.append(name)
-        report = (lambda played, total, answered, name=name: progress(
-            f"{name}: played {played}/{total}, answered {answered}")) if progress else None
-        parameters = {"backend": backend, "sync_slop": slop,
-                      "lidar_to_camera": [float(v) for v in transform.ravel()]}
-        if model is not None:  # else the node's default model
-            parameters["model"] = str(model)
-        result = live.play_and_record(source, topics=topics, progress=report,
-                                      keep=max(max_visuals, 0), node_parameters=parameters)
-        results[name], latencies[name] = result.to_results(name), list(result.latencies_ms)
-        runs[name] = result.to_dict()
-        truth = [distance_errors(x["depth"], x["gt"]) for x in result.samples]
-        distance[name] = (np.concatenate([t for t, _ in truth]) if truth else np.zeros(0),
-                          np.concatenate([e for _, e in truth]) if truth else np.zeros(0))
-        for x in result.samples:
-            if "rgb" in x:
-                visuals.append(Visual(name=f"{name} {x['stamp_ns']}", rgb=x["rgb"],
-                                      sparse=np.zeros(x["gt"].shape, np.float32), gt=x["gt"],
-                                      predictions={name: x["depth"]}))
-    summary = {"results": results, "run": clean({"source": str(source), "kind": "bag",
-                                                 "mode": "live", "topics": topics,
-                                                 "live": runs})}
-    return summary, visuals, distance, latencies
-
-
-# ------------------------------------------------------------------------------ outputs
-
-def write_json(path, summary: dict) -> Path:
-    """Write the summary as strict JSON (NaN as null); returns the path."""
-    import json
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(clean(summary), indent=2, allow_nan=False) + "\n")
-    return path
-
-
-def write_report_if_available(out_dir, summary, visuals, distance, latencies, *, title: str,
-                              command: str) -> Path | None:
-    """``report.write_report`` into ``out_dir`` when the report module is installed, else None."""
-    try:
-        from .report import write_report
-    except ImportError:
-        return None
-    return write_report(out_dir, summary["results"], visuals, distance, latencies, title, command,
-                        setup=run_notes(summary.get("run") or {}))
 
 
 __all__ = ["GT_MODES", "ModelRun", "VisualFrame", "complete_one", "create_runs", "detect_kind",
