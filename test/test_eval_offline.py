@@ -167,6 +167,7 @@ def test_bag_metrics_equal_a_direct_computation(bag, tmp_path):
     result = data["results"]["classical"]
 
     per_image, bands = [], {"0-20": [], "20-40": [], "40-80": []}
+    coverage = {"0": [], "0-2": [], "2-4": [], "4+": []}
     for wall in WALLS:
         xyz = sweep(wall).astype(np.float32)  # float32 on the wire
         sparse = project_to_depth(xyz, CAMERA, T_CAM_FROM_LIDAR, min_depth=0.1, max_depth=100.0)
@@ -177,6 +178,13 @@ def test_bag_metrics_equal_a_direct_computation(bag, tmp_path):
         for label, low, high in (("0-20", 0, 20), ("20-40", 20, 40), ("40-80", 40, 80)):
             band = np.where((gt >= low) & ((gt < high) if high < 80 else (gt <= high)), gt, 0)
             bands[label].append(depth_metrics(prediction, band))
+        # coverage: pixels from the nearest projected return, by brute force
+        rows, cols = np.nonzero(sparse > 0)
+        v, u = np.mgrid[:gt.shape[0], :gt.shape[1]]
+        nearest = np.sqrt(((v[..., None] - rows) ** 2 + (u[..., None] - cols) ** 2).min(-1))
+        for label, low, high in (("0", -1, 0), ("0-2", 0, 2), ("2-4", 2, 4), ("4+", 4, np.inf)):
+            band = np.where((nearest > low) & (nearest <= high), gt, 0)
+            coverage[label].append(depth_metrics(prediction, band))
     expected = average_metrics(per_image)
     assert result["frames"] == len(WALLS) == expected["frames"]
     for key in KEYS[1:]:
@@ -186,6 +194,14 @@ def test_bag_metrics_equal_a_direct_computation(bag, tmp_path):
         assert result["bands"][label]["frames"] == expected_band["frames"] > 0
         assert result["bands"][label]["rmse_mm"] == pytest.approx(expected_band["rmse_mm"],
                                                                   rel=1e-6)
+    for label, rows in coverage.items():
+        expected_band = average_metrics(rows)
+        assert result["coverage"][label]["frames"] == expected_band["frames"]
+        assert result["coverage"][label]["mae_mm"] == pytest.approx(expected_band["mae_mm"],
+                                                                    rel=1e-5, nan_ok=True)
+    assert result["coverage"]["0"]["frames"] > 0 and result["coverage"]["0-2"]["frames"] > 0
+    frame = data["run"]["per_frame"][0]
+    assert sum(b["pixels"] for b in frame["coverage"].values()) == frame["metrics"]["pixels"]
     assert data["run"]["dropped"][TOPICS["image"]]["points"] == 1  # the late sweep
     assert result["latency_ms"]["p50"] > 0 and result["latency_ms"]["p95"] > 0
     # the same with the extrinsic given on the command line instead of /tf_static
@@ -213,6 +229,11 @@ def test_kitti_sample_rmse_equals_dmd3c_complete(kitti_dc, tmp_path):
     assert result["frames"] == 1
     for key in KEYS[1:]:
         assert result[key] == pytest.approx(complete[key], rel=1e-6), key
+    # the report breaks the same pixels down by distance to the nearest return of the input
+    assert set(result["coverage"]) == {"0", "0-2", "2-4", "4+"}
+    assert all(result["coverage"][k]["frames"] == 1 for k in result["coverage"])
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "nearest LiDAR return of the input" in report
 
 
 def test_kitti_sample_lidar_split_is_deterministic(kitti_dc, tmp_path):
@@ -354,6 +375,8 @@ def test_mono_with_an_onnx_model_runs_without_lidar(bag, tmp_path, capsys):
     assert data["run"]["gt_max_depth_m"] is None
     assert data["results"]["onnxruntime:tiny"]["frames"] == len(WALLS)
     assert [r["mode"] for r in data["run"]["per_frame"]] == ["mono"] * len(WALLS)
+    assert "coverage" not in data["results"]["onnxruntime:tiny"]  # no LiDAR, no coverage
+    assert all("coverage" not in r for r in data["run"]["per_frame"])
     report = (tmp_path / "report" / "report.md").read_text()
     assert "--mono" in report and "Mono mode" in report
     assert "every ground-truth pixel is scored" in report

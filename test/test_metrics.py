@@ -78,3 +78,30 @@ def test_distance_bands_score_only_their_pixels():
     assert bands["0-20"]["mae_mm"] == pytest.approx(1000.0)
     assert bands["40-80"]["mae_mm"] == pytest.approx(3500.0)
     assert metrics["pixels"] == 5
+
+
+def test_coverage_bands_by_exact_distance_to_the_nearest_return():
+    from dmd3c_ros.core.metrics import COVERAGE, coverage_masks, masked_metrics
+    sparse = np.zeros((12, 14), np.float32)
+    sparse[5, 5] = 10.0
+    gt = np.zeros((12, 14))
+    # (row, col): distance to the return at (5, 5) in pixels
+    for pixel, label in (((5, 5), "0"), ((6, 6), "0-2"), ((5, 7), "0-2"), ((7, 7), "2-4"),
+                         ((5, 9), "2-4"), ((8, 8), "4+"), ((5, 10), "4+")):
+        gt[pixel] = 20.0
+    masks = coverage_masks(sparse, gt)
+    assert list(masks) == [label for label, _, _ in COVERAGE]
+    assert {k: int(v.sum()) for k, v in masks.items()} == {"0": 1, "0-2": 2, "2-4": 2, "4+": 2}
+    assert masks["0-2"][5, 7] and masks["2-4"][7, 7] and masks["2-4"][5, 9]  # 2, 2.83, 4 px
+    assert masks["4+"][8, 8] and not masks["4+"][5, 5]                       # 4.24 px
+    # every ground-truth pixel in exactly one band
+    assert (sum(m.astype(int) for m in masks.values()) == (gt > 0)).all()
+    prediction = np.where(gt > 0, gt, np.nan)
+    prediction[8, 8] = 23.0                  # the one error, 4.24 px from the return
+    figures = masked_metrics(prediction, gt, masks)
+    assert figures["4+"]["mae_mm"] == pytest.approx(1500.0)  # (3 + 0) / 2 m
+    assert figures["0"]["mae_mm"] == figures["2-4"]["mae_mm"] == 0.0
+    # no return at all (mono mode): no coverage to speak of; sizes must match
+    assert coverage_masks(np.zeros_like(sparse), gt) == {}
+    with pytest.raises(ValueError, match="differ in size"):
+        coverage_masks(sparse[:-1], gt)

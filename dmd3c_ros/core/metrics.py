@@ -145,10 +145,41 @@ def band_masks(gt: np.ndarray) -> dict[str, np.ndarray]:
     return masks
 
 
+def masked_metrics(prediction: np.ndarray, gt: np.ndarray,
+                   masks: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """{label: depth_metrics on the ground-truth pixels of that label's (H, W) bool mask}."""
+    return {label: depth_metrics(prediction, np.where(mask, gt, 0.0))
+            for label, mask in masks.items()}
+
+
 def frame_metrics(prediction: np.ndarray, gt: np.ndarray):
     """(metrics, {band: metrics}) of one (H, W) prediction (NaN = none) against ground truth;
     band metrics score only the ground-truth pixels within the band."""
-    metrics = depth_metrics(prediction, gt)
-    bands = {label: depth_metrics(prediction, np.where(mask, gt, 0.0))
-             for label, mask in band_masks(gt).items()}
-    return metrics, bands
+    return depth_metrics(prediction, gt), masked_metrics(prediction, gt, band_masks(gt))
+
+
+# Coverage bands: how far a ground-truth pixel lies from the nearest LiDAR return the backend was
+# given, in pixels (Euclidean, between pixel centres): (label, low, high], the first band being
+# the returns' own pixels. A completion is scored on the returns it was given, beside them, and
+# where it had to fill a gap or extend beyond the sweep.
+COVERAGE = (("0", -1.0, 0.0), ("0-2", 0.0, 2.0), ("2-4", 2.0, 4.0), ("4+", 4.0, float("inf")))
+
+
+def coverage_masks(sparse: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
+    """Coverage band label -> (H, W) bool mask of ground-truth pixels (finite, > 0) at that
+    distance from the nearest return of ``sparse`` ((H, W) metres, > 0 = a return). Empty when
+    ``sparse`` holds no return (mono mode: no coverage to speak of)."""
+    import cv2  # core's image library (classical completion); imported where it is needed
+
+    sparse = np.asarray(sparse)
+    gt = np.asarray(gt, dtype=np.float64)
+    if sparse.shape != gt.shape:
+        raise ValueError(f"sparse input {sparse.shape} and ground truth {gt.shape} differ in size")
+    returns = _valid(sparse)
+    if not returns.any():
+        return {}
+    # distance from every pixel to the nearest zero of the image, i.e. the nearest return
+    distance = cv2.distanceTransform((~returns).astype(np.uint8), cv2.DIST_L2,
+                                     cv2.DIST_MASK_PRECISE)
+    valid = _valid(gt)
+    return {label: valid & (distance > low) & (distance <= high) for label, low, high in COVERAGE}

@@ -39,8 +39,8 @@ from .lidar_split import split_points
 # The pieces of dmd3c eval, re-exported here (the CLI and the other tools import them from here).
 from .live import evaluate_live
 from .outputs import run_notes, write_json, write_report_if_available
-from .records import (FrameRecord, clean, distance_errors, format_table, frame_metrics,
-                      summarize)
+from .records import (FrameRecord, clean, coverage_masks, distance_errors, format_table,
+                      frame_metrics, masked_metrics, summarize)
 from .runs import ModelRun, VisualFrame, _visual_class, complete_one, create_runs, plan_models
 from .sources import detect_kind, open_bag, open_kitti
 
@@ -158,6 +158,8 @@ def evaluate(source, *, backends=("auto",), models=(), gt: str | None = None,
                         continue
                 if mono:  # no LiDAR at all: an all-zero sparse map is mono mode
                     inputs = {"sparse": np.zeros(sample["rgb"].shape[:2], np.float32)}
+                given = _input_map(sample, inputs, min_depth, max_depth)
+                coverage = coverage_masks(given, truth)  # the same for every model
                 predictions, line = {}, []
                 for run in runs:
                     try:
@@ -169,7 +171,8 @@ def evaluate(source, *, backends=("auto",), models=(), gt: str | None = None,
                         continue
                     metrics, bands = frame_metrics(depth, truth)
                     records.append(FrameRecord(run.name, sample["name"], camera_name, metrics,
-                                               bands, ms, mode))
+                                               bands, ms, mode,
+                                               coverage=masked_metrics(depth, truth, coverage)))
                     latencies[run.name].append(ms)
                     depths, errs = distance_errors(depth, truth, limit=5000, seed=frame_index)
                     errors[run.name][0].append(depths)
@@ -178,7 +181,7 @@ def evaluate(source, *, backends=("auto",), models=(), gt: str | None = None,
                     line.append(f"{run.name} {metrics['rmse_mm']:.0f} mm {ms:.0f} ms")
                 if frame_index in show:
                     visuals.append(Visual(name=sample["name"], rgb=sample["rgb"],
-                                          sparse=_input_map(sample, inputs, min_depth, max_depth),
+                                          sparse=given,
                                           gt=truth, predictions=predictions))
                 if progress is not None:
                     elapsed = time.perf_counter() - start

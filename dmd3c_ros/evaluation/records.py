@@ -2,14 +2,17 @@
 
 One record per (model, frame): the per-image metrics of ``core.metrics.depth_metrics`` (KITTI
 devkit semantics: prediction holes filled, only ground-truth pixels scored), the same metrics on
-the ground-truth pixels of each distance band, the camera it came from and the latency. The
-summary per NAME holds the means over frames of the per-image figures (``average_metrics``), the
-band means (over the frames that have ground truth in the band), per-camera means when the run
-had several cameras, and latency percentiles::
+the ground-truth pixels of each distance band and of each coverage band (the distance in pixels
+to the nearest LiDAR return the backend was given, ``core.metrics.COVERAGE``), the camera it came
+from and the latency. The summary per NAME holds the means over frames of the per-image figures
+(``average_metrics``), the band and coverage means (over the frames that have ground truth in
+the band), per-camera means when the run had several cameras, and latency percentiles::
 
     {"frames": N, "rmse_mm", "mae_mm", "irmse_per_km", "imae_per_km", "abs_rel", "sq_rel",
      "delta1", "delta2", "delta3",
      "bands": {"0-20": {...metrics, "frames"}, "20-40": {...}, "40-80": {...}},
+     "coverage": {"0": {...metrics, "frames"}, "0-2": {...}, "2-4": {...}, "4+": {...}},
+                                                         (pixels; not in mono mode)
      "cameras": {CAMERA: {...metrics, "frames"}},        (only with several cameras)
      "latency_ms": {"p50", "p95", "mean", "max"}, "failed": F}
 
@@ -23,8 +26,8 @@ import numpy as np
 
 from dmd3c_ros.core.io import json_safe as clean  # the one strict-JSON helper
 # The band metrics live with the other metrics in core.metrics; re-exported for the eval tools.
-from dmd3c_ros.core.metrics import (BANDS, METRIC_NAMES, average_metrics, band_masks,
-                                    frame_metrics)
+from dmd3c_ros.core.metrics import (BANDS, COVERAGE, METRIC_NAMES, average_metrics, band_masks,
+                                    coverage_masks, frame_metrics, masked_metrics)
 
 @dataclass
 class FrameRecord:
@@ -38,10 +41,12 @@ class FrameRecord:
     latency_ms: float
     mode: str = "completion"
     extra: dict = field(default_factory=dict)
+    coverage: dict[str, dict[str, float]] = field(default_factory=dict)  # none in mono mode
 
     def to_json(self) -> dict:
+        coverage = {"coverage": clean(self.coverage)} if self.coverage else {}
         return {"name": self.name, "frame": self.frame, "camera": self.camera,
-                "metrics": clean(self.metrics), "bands": clean(self.bands),
+                "metrics": clean(self.metrics), "bands": clean(self.bands), **coverage,
                 "latency_ms": self.latency_ms, "mode": self.mode, **clean(self.extra)}
 
 
@@ -82,6 +87,10 @@ def summarize(records: list[FrameRecord], names: list[str],
         summary = {"frames": summary.pop("frames"), **summary}
         summary["bands"] = {label: average_metrics(r.bands[label] for r in own)
                             for label, _, _ in BANDS}
+        if any(r.coverage for r in own):
+            summary["coverage"] = {label: average_metrics(r.coverage[label] for r in own
+                                                          if label in r.coverage)
+                                   for label, _, _ in COVERAGE}
         cameras = sorted({r.camera for r in own})
         if len(cameras) > 1:
             summary["cameras"] = {camera: average_metrics(r.metrics for r in own
@@ -115,10 +124,13 @@ def format_table(results: dict[str, dict]) -> str:
         lines.append(row(name, summary, summary.get("latency_ms")))
         for label, band in summary.get("bands", {}).items():
             lines.append(row(f"  {label} m", band))
+        for label, figures in summary.get("coverage", {}).items():
+            lines.append(row(f"  {label} px from a return", figures))
         for camera, figures in summary.get("cameras", {}).items():
             lines.append(row(f"  {camera}", figures))
     return "\n".join(lines)
 
 
-__all__ = ["BANDS", "FrameRecord", "METRIC_NAMES", "band_masks", "clean", "distance_errors",
-           "format_table", "frame_metrics", "percentiles", "summarize"]
+__all__ = ["BANDS", "COVERAGE", "FrameRecord", "METRIC_NAMES", "band_masks", "clean",
+           "coverage_masks", "distance_errors", "format_table", "frame_metrics", "masked_metrics",
+           "percentiles", "summarize"]

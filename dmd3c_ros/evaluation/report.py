@@ -296,7 +296,8 @@ def write_report(out_dir, results: Mapping[str, Mapping], visuals: Sequence[Visu
 
     Args:
         results: the "results" object of the eval JSON, NAME -> metrics (see DESIGN.md), with
-            optional "bands" (band -> metrics), "cameras" (camera -> metrics), "latency_ms"
+            optional "bands" (band -> metrics), "coverage" (pixels from the nearest input
+            return -> metrics), "cameras" (camera -> metrics), "latency_ms"
             ({"p50", "p95"}), "dropped" and "answered".
         visuals: sampled frames, one strip ``frame_<name>.png`` each.
         distance_errors: NAME -> (ground-truth depth (K,) metres, absolute error (K,) metres).
@@ -323,6 +324,12 @@ def write_report(out_dir, results: Mapping[str, Mapping], visuals: Sequence[Visu
     if bands:
         md += ["", "### By distance band (ground-truth depth, metres)", ""]
         md += _table(["name", "band [m]"], bands)
+    coverage = {(n, c): m for n in names for c, m in results[n].get("coverage", {}).items()}
+    if coverage:  # in the summary's order: nearest first
+        md += ["", "### By distance to the nearest LiDAR return of the input (pixels)", "",
+               "0: the returns' own pixels; 4+: gaps and beyond the sweep, where the "
+               "completion extrapolates.", ""]
+        md += _table(["name", "from a return [px]"], coverage)
     cameras = {(n, c): m for n in names for c, m in results[n].get("cameras", {}).items()}
     if cameras:
         md += ["", "### By camera", ""]
