@@ -32,6 +32,10 @@ def test_every_seed_changes_the_split_and_the_summary_counts(kitti_object, tmp_p
     table = capsys.readouterr().out
     assert "| 1 | " in table and "seeds better than classical" in table
     assert "--seeds 0,1,2" in table and result["command"].startswith(split_seeds.PROG)
+    # the coverage bands of dmd3c eval, the reference at 1 x in each
+    assert set(summary["coverage"]) == {"0", "0-2", "2-4", "4+"}
+    assert all(band["mean_ratio"] == 1.0 for band in summary["coverage"].values())
+    assert "returns 4+ px from a kept one" in table
 
 
 def test_bad_arguments(capsys, tmp_path):
@@ -40,3 +44,29 @@ def test_bad_arguments(capsys, tmp_path):
     assert split_seeds.main(["--kitti", str(tmp_path / "absent"), "--backend",
                              "classical"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_coverage_band_multiples_per_seed_and_their_spread(monkeypatch):
+    # Made-up evaluations: the reference and a model, two bands; the model is 0.5 x / 2 x the
+    # reference in band "0-2" on seeds 0 / 1, and band "4+" has no returns on seed 1.
+    band = {0: {"ref": {"0-2": 100.0, "4+": 300.0}, "model": {"0-2": 50.0, "4+": 330.0}},
+            1: {"ref": {"0-2": 100.0, "4+": None}, "model": {"0-2": 200.0, "4+": None}}}
+
+    def evaluate(source, *, seed, **_):
+        results = {name: {"rmse_mm": 1000.0 if name == "ref" else 900.0, "mae_mm": 1.0,
+                          "coverage": {b: {"rmse_mm": v} for b, v in band[seed][name].items()}}
+                   for name in ("ref", "model")}
+        return {"results": results}, [], {}, {}
+
+    monkeypatch.setattr(split_seeds, "evaluate", evaluate)
+    args = argparse.Namespace(kitti="x", backend=["classical"], model=[], lidar_split=0.2,
+                              seeds=[0, 1])
+    result = split_seeds.sweep(args)
+    assert result["rows"][0]["model"]["coverage"] == {"0-2": 0.5, "4+": pytest.approx(1.1)}
+    assert result["rows"][1]["model"]["coverage"] == {"0-2": 2.0, "4+": None}
+    spread = result["summary"]["model"]["coverage"]
+    assert spread["0-2"] == {"mean_ratio": 1.25, "min_ratio": 0.5, "max_ratio": 2.0}
+    assert spread["4+"]["mean_ratio"] == pytest.approx(1.1)  # the seed with returns only
+    table = split_seeds.markdown({**result, "source": "x", "lidar_split": 0.2}, "cmd")
+    assert "| returns 0-2 px from a kept one: mean (min .. max) | 1.000x" in table
+    assert "1.250x (0.500 .. 2.000)" in table

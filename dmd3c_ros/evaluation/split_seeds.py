@@ -9,8 +9,9 @@ input and scores every compared backend / model on them (``dmd3c eval --kitti DI
 --lidar-split F --seed S``: both the input and the ground truth change with the seed). The
 first compared run is the reference: each row gives every run's RMSE / MAE and its RMSE as a
 multiple of the reference's; the last rows give the mean, smallest and largest multiple and how
-many seeds each run beat the reference on (RMSE and MAE). A gain seen on one split only is a
-property of that split, not of the model.
+many seeds each run beat the reference on (RMSE and MAE), then the same multiple per coverage
+band (the held-out returns by distance in pixels to the nearest kept one, ``dmd3c eval``'s
+``coverage``). A gain seen on one split only is a property of that split, not of the model.
 """
 from __future__ import annotations
 
@@ -58,9 +59,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _ratio(value, reference):
+    """value / reference, None where either is missing (a band without returns) or 0."""
+    if value is None or reference is None or not np.isfinite(reference) or reference == 0:
+        return None
+    return float(value) / float(reference)
+
+
+def _spread(values) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean_ratio": None, "min_ratio": None, "max_ratio": None}
+    return {"mean_ratio": float(np.mean(values)), "min_ratio": float(np.min(values)),
+            "max_ratio": float(np.max(values))}
+
+
 def sweep(args, progress=None) -> dict:
-    """{"seeds": [...], "runs": [names], "rows": {seed: {name: {rmse_mm, mae_mm, ratio}}},
-    "summary": {name: {mean_ratio, min_ratio, max_ratio, rmse_wins, mae_wins}}}."""
+    """{"seeds": [...], "runs": [names], "rows": {seed: {name: {rmse_mm, mae_mm, ratio,
+    coverage: {band: ratio}}}}, "summary": {name: {mean_ratio, min_ratio, max_ratio, rmse_wins,
+    mae_wins, coverage: {band: {mean_ratio, min_ratio, max_ratio}}}}}."""
     rows: dict[int, dict] = {}
     names: list[str] = []
     for seed in args.seeds:
@@ -69,9 +86,13 @@ def sweep(args, progress=None) -> dict:
         results = summary["results"]
         names = names or list(results)
         reference = results[names[0]]
+        bands = reference.get("coverage", {})
         rows[seed] = {name: {"rmse_mm": results[name]["rmse_mm"],
                              "mae_mm": results[name]["mae_mm"],
-                             "ratio": results[name]["rmse_mm"] / reference["rmse_mm"]}
+                             "ratio": results[name]["rmse_mm"] / reference["rmse_mm"],
+                             "coverage": {band: _ratio(
+                                 results[name].get("coverage", {}).get(band, {}).get("rmse_mm"),
+                                 figures.get("rmse_mm")) for band, figures in bands.items()}}
                       for name in names}
         if progress is not None:
             progress(f"seed {seed}: " + ", ".join(f"{n} {rows[seed][n]['rmse_mm']:.1f} mm"
@@ -79,13 +100,15 @@ def sweep(args, progress=None) -> dict:
     summary = {}
     for name in names:
         ratios = [rows[s][name]["ratio"] for s in args.seeds]
+        bands = list(dict.fromkeys(b for s in args.seeds for b in rows[s][name]["coverage"]))
         summary[name] = {
-            "mean_ratio": float(np.mean(ratios)), "min_ratio": float(np.min(ratios)),
-            "max_ratio": float(np.max(ratios)),
+            **_spread(ratios),
             "rmse_wins": sum(rows[s][name]["rmse_mm"] < rows[s][names[0]]["rmse_mm"]
                              for s in args.seeds),
             "mae_wins": sum(rows[s][name]["mae_mm"] < rows[s][names[0]]["mae_mm"]
-                            for s in args.seeds)}
+                            for s in args.seeds),
+            "coverage": {band: _spread(rows[s][name]["coverage"].get(band) for s in args.seeds)
+                         for band in bands}}
     return {"source": str(args.kitti), "lidar_split": args.lidar_split, "seeds": args.seeds,
             "runs": names, "rows": rows, "summary": summary}
 
@@ -109,6 +132,15 @@ def markdown(result: dict, command: str) -> str:
     lines.append(f"| seeds better than {names[0]}: RMSE, MAE | " + " | ".join(
         f"{summary[n]['rmse_wins']} / {count}, {summary[n]['mae_wins']} / {count}"
         for n in names) + " |")
+    for band in summary[names[0]].get("coverage", {}):
+        cells = []
+        for n in names:
+            figures = summary[n]["coverage"].get(band, {})
+            cells.append("-" if figures.get("mean_ratio") is None else
+                         f"{figures['mean_ratio']:.3f}x ({figures['min_ratio']:.3f} .. "
+                         f"{figures['max_ratio']:.3f})")
+        lines.append(f"| returns {band} px from a kept one: mean (min .. max) | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
