@@ -1,46 +1,26 @@
 """The human half of `dmd3c eval`: a Markdown report with PNG figures next to the JSON.
 
-Frame strips are drawn with OpenCV (pixel for pixel, fixed colour scales so that frames and
-models compare); the two charts (error against distance, latency histogram) with matplotlib's Agg
-canvas, without pyplot, so no global backend state is touched. Nothing here imports rclpy.
+The frame strips are drawn by ``report_strips`` (OpenCV), the two charts by ``report_charts``
+(matplotlib's Agg canvas). Nothing here imports rclpy.
 """
 from __future__ import annotations
 
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from dmd3c_ros.core.colorize import colorize_depth
+from .report_charts import DISTANCE_BIN_M, _error_vs_distance, _latency_hist
+from .report_strips import DEPTH_RANGE_M, ERROR_MAX_M, Visual, _frame_strip
 
-DEPTH_RANGE_M = (1.0, 80.0)  # fixed colour range of every depth panel, metres
-ERROR_MAX_M = 3.0  # error map colour scale 0..ERROR_MAX_M metres, larger errors clipped
-DISTANCE_BIN_M = 5.0  # bin width of the error-against-distance figure, metres
-MIN_PANEL_WIDTH = 320  # smaller frames are enlarged (nearest neighbour) so labels stay readable
 # (column title, result key, format) of every metrics table.
 COLUMNS = (("RMSE [mm]", "rmse_mm", "{:.1f}"), ("MAE [mm]", "mae_mm", "{:.1f}"),
            ("iRMSE [1/km]", "irmse_per_km", "{:.2f}"), ("iMAE [1/km]", "imae_per_km", "{:.2f}"),
            ("AbsRel", "abs_rel", "{:.4f}"), ("δ1", "delta1", "{:.4f}"),
            ("frames", "frames", "{:d}"))
-
-
-@dataclass
-class Visual:
-    """One sampled frame for the report.
-
-    rgb: (H, W, 3) uint8 RGB (or (H, W) uint8 grey); sparse: (H, W) float32 metres, 0 = no point;
-    gt: (H, W) float32 metres, 0 = no ground truth; predictions: name -> (H, W) float32 metres,
-    NaN = no value.
-    """
-    name: str
-    rgb: np.ndarray
-    sparse: np.ndarray
-    gt: np.ndarray
-    predictions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _fmt(value, spec: str) -> str:
@@ -80,10 +60,6 @@ def _safe_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _valid(depth: np.ndarray) -> np.ndarray:
-    return np.isfinite(depth) & (depth > 0)
-
-
 def _percentiles(values) -> tuple[float, float]:
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
@@ -91,202 +67,6 @@ def _percentiles(values) -> tuple[float, float]:
         return math.nan, math.nan
     return float(np.percentile(v, 50)), float(np.percentile(v, 95))
 
-
-# ---- frame strips (OpenCV, RGB throughout, BGR only when written) ----
-
-def _error_colors(err: np.ndarray) -> np.ndarray:
-    """(N,) metres -> (N, 3) uint8 RGB: green (0 m) through yellow to red (>= ERROR_MAX_M)."""
-    hue = np.linspace(60, 0, 256).astype(np.uint8)  # OpenCV hue: 60 = green, 30 = yellow, 0 = red
-    hsv = np.stack([hue, np.full(256, 255, np.uint8), np.full(256, 255, np.uint8)], -1)
-    lut = cv2.cvtColor(hsv[None], cv2.COLOR_HSV2RGB)[0]
-    t = np.clip(np.nan_to_num(np.asarray(err, np.float64), nan=ERROR_MAX_M) / ERROR_MAX_M, 0, 1)
-    return lut[np.round(t * 255).astype(np.intp)]
-
-
-def _dots(values: np.ndarray, valid: np.ndarray, kernel: int) -> tuple[np.ndarray, np.ndarray]:
-    """Grow isolated pixels into kernel x kernel dots for visibility only; the nearer (smaller)
-    value wins where dots overlap, like a z-buffer. Returns (values, valid), new arrays."""
-    if kernel <= 1:
-        return values.copy(), valid.copy()
-    grown = cv2.erode(np.where(valid, values, np.inf).astype(np.float32),
-                      np.ones((kernel, kernel), np.uint8))
-    out_valid = valid | np.isfinite(grown)
-    return np.where(valid, values, grown), out_valid
-
-
-def _panels(visual: Visual, order: Sequence[str]) -> list[tuple[str, np.ndarray]]:
-    rgb = np.asarray(visual.rgb)
-    if rgb.ndim == 2:
-        rgb = np.repeat(rgb[..., None], 3, axis=-1)
-    rgb = rgb[..., :3].astype(np.uint8)
-    h, w = rgb.shape[:2]
-    sparse = np.asarray(visual.sparse, dtype=np.float32)
-    gt = np.asarray(visual.gt, dtype=np.float32)
-    for what, arr in [("sparse", sparse), ("gt", gt)] + [
-            (f"prediction {k!r}", np.asarray(v)) for k, v in visual.predictions.items()]:
-        if arr.shape != (h, w):
-            raise ValueError(f"visual {visual.name!r}: {what} is {arr.shape}, image is {(h, w)}")
-    kernel = 3 if w >= 300 else 1
-    lo, hi = DEPTH_RANGE_M
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    dark = np.repeat((gray * 0.35).astype(np.uint8)[..., None], 3, axis=-1)
-
-    lidar_valid = _valid(sparse)
-    d, v = _dots(sparse, lidar_valid, kernel)
-    lidar = np.where(v[..., None], colorize_depth(np.where(v, d, 0), lo, hi), dark)
-    gt_valid = _valid(gt)
-    panels = [("image", rgb),
-              (f"LiDAR ({int(lidar_valid.sum())} points)", lidar)]
-    preds = [(n, np.asarray(visual.predictions[n], dtype=np.float32)) for n in order
-             if n in visual.predictions]
-    panels += [(f"prediction: {n}", colorize_depth(p, lo, hi)) for n, p in preds]
-    panels.append((f"ground truth ({int(gt_valid.sum())} px)", colorize_depth(gt, lo, hi)))
-    for n, p in preds:
-        has_pred = gt_valid & _valid(p)
-        err = np.where(has_pred, np.abs(np.where(has_pred, p, 0) - gt), np.nan)
-        panel = dark.copy()
-        panel[gt_valid] = 255  # white: ground truth without prediction
-        panel[has_pred] = _error_colors(err[has_pred])
-        mae = float(np.nanmean(err)) if has_pred.any() else math.nan
-        panels.append((f"|error| {n} (0-{ERROR_MAX_M:g} m, mean {mae:.2f} m)", panel))
-    return panels
-
-
-def _label(panel: np.ndarray, text: str) -> np.ndarray:
-    """The panel under a dark title bar holding ``text``."""
-    w = panel.shape[1]
-    scale = float(np.clip(w / 1800.0, 0.4, 0.7))
-    (_, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    bar = np.full((th + base + 8, w, 3), 32, np.uint8)
-    cv2.putText(bar, text, (5, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (235, 235, 235), 1,
-                cv2.LINE_AA)
-    return np.vstack([bar, panel])
-
-
-def _legend(width: int) -> np.ndarray:
-    """Colour bars of the depth panels (inverse-depth spacing) and of the error maps."""
-    lo, hi = DEPTH_RANGE_M
-    half = width // 2 - 20
-    frac = np.linspace(0.0, 1.0, half)
-    depth_row = 1.0 / (1.0 / lo + frac * (1.0 / hi - 1.0 / lo))  # near (left) to far (right)
-    depth_bar = np.repeat(colorize_depth(depth_row[None].astype(np.float32), lo, hi), 14, axis=0)
-    err_bar = np.repeat(_error_colors(frac * ERROR_MAX_M)[None], 14, axis=0)
-    scale = float(np.clip(width / 1800.0, 0.35, 0.6))
-    out = np.full((44, width, 3), 32, np.uint8)
-    out[4:18, 10:10 + half] = depth_bar
-    out[4:18, width - 10 - half:width - 10] = err_bar
-    ticks: list[tuple[int, float]] = []  # (x, depth): greedy, at least 40 px apart, far end kept
-    for t in [c for c in (lo, 1.5, 2, 3, 5, 10, 20, 40) if lo <= c < hi] + [hi]:
-        x = 10 + int((1.0 / t - 1.0 / lo) / (1.0 / hi - 1.0 / lo) * (half - 1))
-        if t == hi:
-            ticks = [(tx, td) for tx, td in ticks if x - tx >= 40]
-        elif ticks and x - ticks[-1][0] < 40:
-            continue
-        ticks.append((x, t))
-    for x, t in ticks:
-        cv2.putText(out, f"{t:g}", (min(x, 10 + half - 22), 36), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (235, 235, 235), 1, cv2.LINE_AA)
-    for t in np.linspace(0.0, ERROR_MAX_M, 4):
-        x = width - 10 - half + int(t / ERROR_MAX_M * (half - 1))
-        cv2.putText(out, f"{t:g}", (min(x, width - 32), 36), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (235, 235, 235), 1, cv2.LINE_AA)
-    return out
-
-
-def _frame_strip(visual: Visual, order: Sequence[str]) -> np.ndarray:
-    """All panels of one Visual stacked vertically, (H', W', 3) uint8 RGB."""
-    panels = _panels(visual, order)
-    w = panels[0][1].shape[1]
-    factor = max(1, math.ceil(MIN_PANEL_WIDTH / w))  # enlargement only, for readability
-    rows = []
-    for text, panel in panels:
-        if factor > 1:
-            panel = cv2.resize(panel, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
-        rows.append(_label(panel, text))
-    rows.append(_legend(w * factor))
-    return np.vstack(rows)
-
-
-# ---- charts (matplotlib Agg canvas, no pyplot) ----
-
-def _save_chart(fig, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110)
-
-
-def _error_vs_distance(distance_errors: Mapping[str, tuple], path: Path) -> dict[str, int] | None:
-    """Mean |error| per DISTANCE_BIN_M bin per NAME, with pixel counts. Returns pixels per NAME,
-    None (and no figure) when no NAME has a finite sample."""
-    clean = {}
-    for name, (gt, err) in distance_errors.items():
-        gt = np.asarray(gt, dtype=np.float64).ravel()
-        err = np.abs(np.asarray(err, dtype=np.float64).ravel())
-        if gt.shape != err.shape:
-            raise ValueError(f"distance_errors[{name!r}]: {gt.shape} depths, {err.shape} errors")
-        ok = np.isfinite(gt) & (gt > 0) & np.isfinite(err)
-        if ok.any():
-            clean[name] = (gt[ok], err[ok])
-    if not clean:
-        return None
-    from matplotlib.figure import Figure
-    top = max(float(g.max()) for g, _ in clean.values())
-    edges = np.arange(0.0, math.floor(top / DISTANCE_BIN_M) * DISTANCE_BIN_M + DISTANCE_BIN_M * 1.5,
-                      DISTANCE_BIN_M)
-    centres = 0.5 * (edges[:-1] + edges[1:])
-    fig = Figure(figsize=(8, 5.5))
-    ax_err, ax_n = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
-    for name, (gt, err) in clean.items():
-        idx = np.clip(np.digitize(gt, edges) - 1, 0, len(centres) - 1)
-        counts = np.bincount(idx, minlength=len(centres))
-        sums = np.bincount(idx, weights=err, minlength=len(centres))
-        mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-        ax_err.plot(centres, mean, marker="o", label=name)
-        ax_n.step(centres, counts, where="mid", label=name)
-    ax_err.set_ylabel("mean |error| [m]")
-    ax_err.set_title(f"Absolute error against ground-truth distance ({DISTANCE_BIN_M:g} m bins)")
-    ax_err.grid(alpha=0.3)
-    ax_err.legend()
-    ax_n.set_ylabel("pixels")
-    ax_n.set_yscale("log")
-    ax_n.set_xlabel("ground-truth depth [m]")
-    ax_n.grid(alpha=0.3)
-    fig.tight_layout()
-    _save_chart(fig, path)
-    return {name: int(g.size) for name, (g, _) in clean.items()}
-
-
-def _latency_hist(latencies: Mapping[str, Sequence[float]], path: Path) -> bool:
-    clean = {n: v[np.isfinite(v)] for n, v in
-             ((n, np.asarray(v, dtype=np.float64).ravel()) for n, v in latencies.items())}
-    clean = {n: v for n, v in clean.items() if v.size}
-    if not clean:
-        return False
-    from matplotlib.figure import Figure
-    allv = np.concatenate(list(clean.values()))
-    lo, hi = float(allv.min()), float(allv.max())
-    if hi - lo < 1e-3:  # all frames equally fast: one visible bar
-        lo, hi = lo - 0.5, hi + 0.5
-    bins = np.linspace(lo, hi, 41)
-    fig = Figure(figsize=(8, 4.5))
-    ax = fig.subplots()
-    for i, (name, v) in enumerate(clean.items()):
-        colour = f"C{i % 10}"
-        ax.hist(v, bins=bins, histtype="stepfilled", alpha=0.35, color=colour,
-                label=f"{name} (n={v.size})")
-        ax.axvline(float(np.percentile(v, 50)), color=colour, linestyle="--", linewidth=1)
-        ax.axvline(float(np.percentile(v, 95)), color=colour, linestyle=":", linewidth=1)
-    ax.set_xlabel("latency per frame [ms]  (dashed: p50, dotted: p95)")
-    ax.set_ylabel("frames")
-    ax.set_title("Latency histogram")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    _save_chart(fig, path)
-    return True
-
-
-# ---- the report ----
 
 def write_report(out_dir, results: Mapping[str, Mapping], visuals: Sequence[Visual],
                  distance_errors: Mapping[str, tuple[np.ndarray, np.ndarray]],
@@ -388,3 +168,6 @@ def write_report(out_dir, results: Mapping[str, Mapping], visuals: Sequence[Visu
     path = out / "report.md"
     path.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
     return path
+
+
+__all__ = ["COLUMNS", "Visual", "write_report"]
