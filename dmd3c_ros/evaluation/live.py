@@ -15,14 +15,15 @@ def evaluate_live(source, *, backends=("auto",), models=(), image_topics=(),
                   camera_info_topics=(), points_topic: str | None = None, gt_topics=(),
                   lidar_to_camera=None, slop: float = 0.05, max_visuals: int = 4,
                   progress: Callable[[str], None] | None = None, **ignored):
-    """``dmd3c eval --live``: play the bag through the completion node (``live.play_and_record``)
-    once per compared backend / model; same return values as ``evaluate``.
+    """``dmd3c eval --live``: play the bag through the completion node
+    (``ros.live_eval.play_and_record``) once per compared backend / model; the same return values
+    as ``offline.evaluate``.
 
     The node gets ``lidar_to_camera`` as a parameter: the one given, else the bag's /tf_static
     (read here). Offline-only options (``lidar_split``, KITTI) are errors.
     """
     try:
-        from dmd3c_ros.ros import live_eval as live  # rclpy lives in ros/ only
+        from dmd3c_ros.ros import live_eval  # rclpy lives in ros/ only
     except ImportError as error:
         raise ValueError(f"--live needs rclpy ({error})") from None
     if ignored.get("mono") or ignored.get("gt_max_depth") is not None:
@@ -56,7 +57,7 @@ def evaluate_live(source, *, backends=("auto",), models=(), image_topics=(),
                       "lidar_to_camera": [float(v) for v in transform.ravel()]}
         if model is not None:  # else the node's default model
             parameters["model"] = str(model)
-        result = live.play_and_record(source, topics=topics, progress=report,
+        result = live_eval.play_and_record(source, topics=topics, progress=report,
                                       keep=max(max_visuals, 0), node_parameters=parameters)
         results[name], latencies[name] = result.to_results(name), list(result.latencies_ms)
         runs[name] = result.to_dict()
