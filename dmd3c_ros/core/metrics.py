@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import cv2
 import numpy as np
 
 METRIC_NAMES = ("rmse_mm", "mae_mm", "irmse_per_km", "imae_per_km",
@@ -86,18 +87,28 @@ def depth_metrics(prediction: np.ndarray, ground_truth: np.ndarray, *,
         dict with METRIC_NAMES plus ``pixels`` (number scored). With no pixel to score every
         metric is NaN.
     """
-    prediction = np.asarray(prediction, dtype=np.float64)
-    ground_truth = np.asarray(ground_truth, dtype=np.float64)
-    if prediction.shape != ground_truth.shape:
-        raise ValueError(f"prediction {prediction.shape} and ground truth {ground_truth.shape} "
-                         "differ in shape")
+    prediction, ground_truth = _pair(prediction, ground_truth)
     mask = _valid(ground_truth)
     if fill_missing:
         pred = interpolate_background(prediction)[mask]
     else:
         mask &= _valid(prediction)
         pred = prediction[mask]
-    gt = ground_truth[mask]
+    return _figures(pred, ground_truth[mask])
+
+
+def _pair(prediction, ground_truth) -> tuple[np.ndarray, np.ndarray]:
+    """Both as float64 arrays of one shape (a ValueError otherwise)."""
+    prediction = np.asarray(prediction, dtype=np.float64)
+    ground_truth = np.asarray(ground_truth, dtype=np.float64)
+    if prediction.shape != ground_truth.shape:
+        raise ValueError(f"prediction {prediction.shape} and ground truth {ground_truth.shape} "
+                         "differ in shape")
+    return prediction, ground_truth
+
+
+def _figures(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """The metrics of paired (K,) float64 prediction and ground-truth depths (metres)."""
     if gt.size == 0:
         return {**{name: float("nan") for name in METRIC_NAMES}, "pixels": 0}
     err = pred - gt
@@ -147,15 +158,20 @@ def band_masks(gt: np.ndarray) -> dict[str, np.ndarray]:
 
 def masked_metrics(prediction: np.ndarray, gt: np.ndarray,
                    masks: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """{label: depth_metrics on the ground-truth pixels of that label's (H, W) bool mask}."""
-    return {label: depth_metrics(prediction, np.where(mask, gt, 0.0))
+    """{label: depth_metrics on the ground-truth pixels of that label's (H, W) bool mask}, the
+    prediction's holes filled once for all of them."""
+    prediction, gt = _pair(prediction, gt)
+    filled = interpolate_background(prediction)
+    valid = _valid(gt)
+    return {label: _figures(filled[mask & valid], gt[mask & valid])
             for label, mask in masks.items()}
 
 
 def frame_metrics(prediction: np.ndarray, gt: np.ndarray):
     """(metrics, {band: metrics}) of one (H, W) prediction (NaN = none) against ground truth;
     band metrics score only the ground-truth pixels within the band."""
-    return depth_metrics(prediction, gt), masked_metrics(prediction, gt, band_masks(gt))
+    figures = masked_metrics(prediction, gt, {"": _valid(np.asarray(gt)), **band_masks(gt)})
+    return figures.pop(""), figures  # "": every ground-truth pixel
 
 
 # Coverage bands: how far a ground-truth pixel lies from the nearest LiDAR return the backend was
@@ -169,8 +185,6 @@ def coverage_masks(sparse: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
     """Coverage band label -> (H, W) bool mask of ground-truth pixels (finite, > 0) at that
     distance from the nearest return of ``sparse`` ((H, W) metres, > 0 = a return). Empty when
     ``sparse`` holds no return (mono mode: no coverage to speak of)."""
-    import cv2  # core's image library (classical completion); imported where it is needed
-
     sparse = np.asarray(sparse)
     gt = np.asarray(gt, dtype=np.float64)
     if sparse.shape != gt.shape:
