@@ -9,7 +9,7 @@ from pathlib import Path
 from .core.config import BACKENDS, PRECISIONS
 
 SIM_FORMATS = ("kitti", "kitti-sample", "rosbag2-mcap", "rosbag2-sqlite3")
-SIM_LIDARS = ("hdl64", "vlp32", "vlp16", "os128")
+SIM_LIDARS = ("hdl64", "vlp32", "hdl32", "vlp16", "os128")
 SIM_RIGS = ("front", "stereo", "surround")
 
 

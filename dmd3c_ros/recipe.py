@@ -5,7 +5,7 @@ A recipe YAML names the synthetic caches to build, the training runs in order (e
 
     caches:
       - {out: ../../out/synthetic_cache, train: "0:40", val: "5000:5006", stage1: true}
-      - {kind: surround, out: ../../out/surround_cache, seeds: "0:12"}
+      - {kind: surround, out: ../../out/surround_cache, seeds: "0:12"}   # lidar: vlp32 (default)
       - {kind: surround, out: ../../out/surround_cache, seeds: "5000:5002", split: val}
     runs:
       - pretrain_residual.yaml
@@ -102,6 +102,7 @@ def run_recipe(path, *, device: str | None = None, threads: int | None = None,
             build_surround_cache(cache["out"], _seeds(cache.get("seeds", "0:12")),
                                  frames_per_drive=int(cache.get("frames_per_drive", 8)),
                                  image_scale=float(cache.get("image_scale", 0.5)),
+                                 lidar=str(cache.get("lidar", "vlp32")),
                                  split=cache.get("split", "train"), progress=show)
         else:
             spec = CacheSpec({"train": _seeds(cache.get("train", "0:40")),

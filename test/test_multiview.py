@@ -91,6 +91,15 @@ def test_surround_cache_pairs_see_the_same_points(surround):
     assert cols.min() > 200 and u.max() < 200
 
 
+def test_a_surround_cache_refuses_drives_of_another_lidar_or_scale(surround):
+    before = sorted(p.name for p in surround.iterdir())
+    with pytest.raises(ValueError, match="LiDAR 'vlp32' at image scale 0.25; asked for 'hdl32'"):
+        build_surround_cache(surround, [1], frames_per_drive=1, image_scale=0.25, lidar="hdl32")
+    with pytest.raises(ValueError, match="asked for 'vlp32' at 0.5"):
+        build_surround_cache(surround, [1], frames_per_drive=1, image_scale=0.5)
+    assert sorted(p.name for p in surround.iterdir()) == before    # nothing written
+
+
 def test_pair_batches_tie_two_crops_by_their_geometry(surround):
     crops = CropSampler(surround, ["x"], "finetune", beam_probs={32: 1.0}, depth_scale=120.0,
                         classical=True, classical_max_depth=120.0, jitter=False)

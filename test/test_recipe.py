@@ -38,7 +38,7 @@ def recipe(tmp_path_factory):
         "caches": [{"out": "cache", "train": "6:7", "val": "5006:5007", "frames_per_drive": 2,
                     "stage1": True},
                    {"kind": "surround", "out": "surround", "seeds": "0:1",
-                    "frames_per_drive": 1, "image_scale": 0.25}],
+                    "frames_per_drive": 1, "image_scale": 0.25, "lidar": "hdl32"}],
         "runs": ["pre.yaml", "fine.yaml", "views.yaml"],
         "exports": [{"run": "fine.yaml", "out": "models/r.onnx", "input_size": [64, 128]},
                     {"run": "fine.yaml", "out": "models/r_wide.onnx", "input_size": [64, 192],
@@ -53,7 +53,8 @@ def recipe(tmp_path_factory):
 def test_recipe_trains_every_run_and_exports(recipe):
     root, result, lines = recipe
     assert set(result["runs"]) == {"pre.yaml", "fine.yaml", "views.yaml"}
-    assert (root / "surround" / "index.json").is_file()          # the surround rig's cache
+    surround = json.loads((root / "surround" / "index.json").read_text())  # the rig's cache
+    assert surround["lidar"] == "hdl32"                          # the LiDAR the recipe names
     views = load_spec(root / "models" / "r_views.yaml")           # its own weights
     assert views.torch.weights.name == "r_views.safetensors"
     assert all(r["steps_run"] == 2 for r in result["runs"].values())

@@ -50,7 +50,8 @@ def elevation_deg(points):
 
 @pytest.mark.parametrize("name, rings, low, high, top_first", [
     ("hdl64", 64, -24.33, 2.0, True), ("vlp32", 32, -25.0, 15.0, False),
-    ("vlp16", 16, -15.0, 15.0, False), ("os128", 128, -22.5, 22.5, True)])
+    ("hdl32", 32, -30.67, 10.67, False), ("vlp16", 16, -15.0, 15.0, False),
+    ("os128", 128, -22.5, 22.5, True)])
 def test_published_beam_layouts(name, rings, low, high, top_first):
     model = LIDAR_MODELS[name]
     assert model.rings == rings
@@ -67,12 +68,15 @@ def test_published_beam_layouts(name, rings, low, high, top_first):
     assert 0.1 <= model.azimuth_resolution_deg <= 0.4
 
 
-def test_hdl64_blocks_and_vlp16_spacing():
+def test_hdl64_blocks_vlp16_and_hdl32_spacing():
     steps = -np.diff(LIDAR_MODELS["hdl64"].elevations)
     np.testing.assert_allclose(steps[:31], 1 / 3, atol=0.01)  # upper block, 1/3 deg
     np.testing.assert_allclose(steps[32:], 0.5, atol=0.01)    # lower block, 1/2 deg
     assert steps[31] == pytest.approx(0.5, abs=0.01)          # the gap between the blocks
     np.testing.assert_allclose(np.diff(LIDAR_MODELS["vlp16"].elevations), 2.0)
+    # HDL-32E (nuScenes' LIDAR_TOP): evenly 4/3 deg, 1,084 points a ring as nuScenes records it.
+    np.testing.assert_allclose(np.diff(LIDAR_MODELS["hdl32"].elevations), 4 / 3, atol=1e-3)
+    assert LIDAR_MODELS["hdl32"].columns == 1084
 
 
 def test_azimuth_offsets_turn_their_ring():

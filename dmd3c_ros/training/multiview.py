@@ -49,6 +49,7 @@ def build_surround_cache(out, seeds: Sequence[int], *, frames_per_drive: int = 8
     from dmd3c_ros.training.sim.rig import make_rig
     from dmd3c_ros.training.teachers.simulated import SimulatedMonoTeacher
     out = Path(out)
+    _check_same_sensors(out, lidar, image_scale)
     out.mkdir(parents=True, exist_ok=True)
     rig = make_rig("surround", image_scale)
     names = [m.name for m in rig.cameras]
@@ -83,6 +84,19 @@ def build_surround_cache(out, seeds: Sequence[int], *, frames_per_drive: int = 8
     index[key] = sorted(set(index[key]) | set(files))
     (out / "index.json").write_text(json.dumps(index, indent=1))
     return index
+
+
+def _check_same_sensors(out: Path, lidar: str, image_scale: float) -> None:
+    """A cache folder holds one LiDAR and one image scale: adding drives of others to it would
+    mix them silently (its frames are kept, not rebuilt), so that is refused."""
+    path = out / "index.json"
+    if not path.exists():
+        return
+    index = json.loads(path.read_text())
+    if (index.get("lidar"), float(index.get("image_scale", -1))) != (lidar, float(image_scale)):
+        raise ValueError(f"{out} holds a surround cache of LiDAR {index.get('lidar')!r} at image "
+                         f"scale {index.get('image_scale')}; asked for {lidar!r} at "
+                         f"{image_scale}: build it into another folder")
 
 
 def load_surround_index(root) -> dict:
@@ -258,6 +272,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="0:12", help="drive seeds, START:STOP (default 0:12)")
     p.add_argument("--frames", type=int, default=8, help="frames per drive")
     p.add_argument("--image-scale", type=float, default=0.5)
+    p.add_argument("--lidar", default="vlp32", help="the rig's LiDAR (training.sim.lidar."
+                   "LIDAR_MODELS; hdl32 is nuScenes')")
     p.add_argument("--split", choices=("train", "val"), default="train",
                    help="val: held-out drives the trainer validates on (e.g. --seeds 5000:5002)")
     args = p.parse_args(argv)
@@ -267,7 +283,7 @@ def main(argv=None) -> int:
         print(f"  {done}/{total} instants, {seconds:.0f} s", flush=True)
 
     index = build_surround_cache(args.out, list(range(start, stop)), frames_per_drive=args.frames,
-                                 image_scale=args.image_scale, split=args.split,
+                                 image_scale=args.image_scale, split=args.split, lidar=args.lidar,
                                  progress=progress)
     print(f"{args.out}: {len(index['frames'])} training and {len(index['val'])} validation "
           f"instants of {len(index['cameras'])} cameras")

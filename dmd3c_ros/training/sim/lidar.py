@@ -28,6 +28,10 @@ from dmd3c_ros.training.sim.raycast import RayCaster
 VLP32C_ANGLES = (-25.0, -15.639, -11.31, -8.843, -7.254, -6.148, -5.333, -4.667, -4.0, -3.667,
                  -3.333, -3.0, -2.667, -2.333, -2.0, -1.667, -1.333, -1.0, -0.667, -0.333, 0.0,
                  0.333, 0.667, 1.0, 1.333, 1.667, 2.333, 3.333, 4.667, 7.0, 10.333, 15.0)
+# Velodyne HDL-32E vertical angles: 32 lasers evenly from -30.67 to +10.67 deg (4/3 deg apart),
+# ring 0 the lowest. nuScenes' LIDAR_TOP is one: the sample in ../shared/data has 32 rings of
+# 1,084 points each at -30.6 to +10.6 deg, 1.33 deg apart.
+HDL32E_ANGLES = tuple(float(a) for a in np.linspace(-30.67, 10.67, 32))
 # HDL-64E S2 (approximation): upper block of 32 lasers from +2.0 to -8.33 deg (1/3 deg steps),
 # lower block of 32 from -8.83 to -24.33 deg (1/2 deg steps); top beam first, as KITTI lists them.
 HDL64E_ANGLES = tuple(float(a) for a in np.linspace(2.0, -8.33, 32)) + \
@@ -121,6 +125,11 @@ LIDAR_MODELS: dict[str, LidarModel] = {
         note="Velodyne VLP-32C: -25 to +15 deg, 0.2 deg azimuth at 10 Hz, 200 m, +-3 cm "
              "accuracy (noise std taken as half of it). The per-laser azimuth offsets of the "
              "real unit are not modelled."),
+    "hdl32": LidarModel(
+        "hdl32", HDL32E_ANGLES, 1084, 100.0, min_range=1.0, range_noise=0.02, dropout=0.02,
+        note="Velodyne HDL-32E as nuScenes runs it (LIDAR_TOP, 20 Hz: 1,084 points per laser "
+             "and revolution, 0.33 deg). Datasheet: 41.3 deg vertical field, 80-100 m, < 2 cm "
+             "accuracy."),
     "vlp16": LidarModel(
         "vlp16", tuple(float(a) for a in range(-15, 16, 2)), 1800, 100.0, min_range=0.5,
         range_noise=0.015, dropout=0.01,
