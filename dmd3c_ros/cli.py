@@ -166,6 +166,9 @@ def _add_eval(subparsers) -> None:
     p.add_argument("--holdout-every", type=int, metavar="N",
                    help="with --nuscenes: hold every N-th point of the sweep out of the input as "
                         "ground truth (default 5: 20 %%)")
+    p.add_argument("--holdout-offset", type=int, metavar="K",
+                   help="with --nuscenes: hold out the points with index %% N == K instead of 0 "
+                        "(K = 0 .. N-1: the N disjoint shares)")
     p.add_argument("--seam-blend", type=float, metavar="TOLERANCE",
                    help="with --nuscenes: also report every run with its views blended at the "
                         "seams as the surround node's seam_blend does (e.g. 0.05)")
@@ -208,9 +211,9 @@ def _add_eval(subparsers) -> None:
 def _run_eval(args) -> int:
     if args.nuscenes:
         return _run_eval_nuscenes(args)
-    if args.holdout_every is not None:
-        raise ValueError("--holdout-every applies to --nuscenes (use --lidar-split F for --bag "
-                         "and --kitti)")
+    if args.holdout_every is not None or args.holdout_offset is not None:
+        raise ValueError("--holdout-every and --holdout-offset apply to --nuscenes (use "
+                         "--lidar-split F and --seed S for --bag and --kitti)")
     if args.seam_blend is not None:
         raise ValueError("--seam-blend applies to --nuscenes (a rig of overlapping cameras)")
     from .evaluation.offline import (evaluate, evaluate_live, format_table, write_json,
@@ -247,6 +250,7 @@ def _run_eval(args) -> int:
 
 def _run_eval_nuscenes(args) -> int:
     from .core.io import write_json
+    from .evaluation.lidar_split import holdout_every_mask
     from .evaluation.surround import evaluate_surround, format_tables, write_surround_report
 
     unsupported = [flag for flag, value in (
@@ -258,10 +262,11 @@ def _run_eval_nuscenes(args) -> int:
     if unsupported:
         raise ValueError(f"{', '.join(unsupported)} do not apply to --nuscenes (its ground truth "
                          "is --holdout-every N)")
+    every = 5 if args.holdout_every is None else args.holdout_every
+    holdout_every_mask(0, every, args.holdout_offset or 0)  # bad N or K: said before any work
     summary = evaluate_surround(
         args.nuscenes, backends=args.backend or ["auto"], models=args.model,
-        holdout_every=5 if args.holdout_every is None else args.holdout_every,
-        precision=args.precision, engine_cache_dir=args.engine_cache_dir, seams_dir=args.out,
+        holdout_every=every, holdout_offset=args.holdout_offset or 0, precision=args.precision, engine_cache_dir=args.engine_cache_dir, seams_dir=args.out,
         seam_tolerance=args.seam_blend,
         progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     print(format_tables(summary))

@@ -183,6 +183,18 @@ def test_split_sweep_holds_every_nth_point_for_every_camera():
         split_sweep(points, views, 1)
 
 
+def test_split_sweep_offsets_hold_out_disjoint_shares_that_cover_the_sweep():
+    points = np.column_stack([np.zeros(23), np.zeros(23), np.linspace(2, 40, 23)])
+    masks = [holdout_every_mask(len(points), 5, k) for k in range(5)]
+    assert np.array_equal(np.flatnonzero(masks[2]), [2, 7, 12, 17, 22])
+    assert np.array_equal(np.sum(masks, axis=0), np.ones(23))      # each point in one share
+    kept, (truth,) = split_sweep(points, [(CAMERA, np.eye(4))], 5, offset=2)
+    assert np.array_equal(kept, points[~masks[2]])
+    for bad in (-1, 5):
+        with pytest.raises(ValueError, match="holdout-offset must lie in 0..4"):
+            split_sweep(points, [(CAMERA, np.eye(4))], 5, offset=bad)
+
+
 # ------------------------------------------------------------------------------ nuScenes loader
 
 def write_sample(folder, K_front=None, sweep_bytes=None) -> None:

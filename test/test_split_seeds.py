@@ -70,3 +70,59 @@ def test_coverage_band_multiples_per_seed_and_their_spread(monkeypatch):
     table = split_seeds.markdown({**result, "source": "x", "lidar_split": 0.2}, "cmd")
     assert "| returns 0-2 px from a kept one: mean (min .. max) | 1.000x" in table
     assert "1.250x (0.500 .. 2.000)" in table
+
+
+def test_nuscenes_offsets_give_camera_multiples_the_worst_camera_and_disagreement(monkeypatch):
+    # Made-up surround evaluations of two offsets: the model is 0.5 x the reference on camera A
+    # and 0.9 / 1.2 x on camera B; its views disagree by 1 / 3 % where the reference's by 0.4 %.
+    cams = {0: {"ref": (100.0, 100.0), "model": (50.0, 90.0)},
+            1: {"ref": (100.0, 200.0), "model": (50.0, 240.0)}}
+    seen = []
+
+    def evaluate_surround(source, *, holdout_every, holdout_offset, **_):
+        seen.append((source, holdout_every, holdout_offset))
+        return {"results": {name: {
+            "cameras": {"A": {"rmse_mm": a}, "B": {"rmse_mm": b}},
+            "mean": {"rmse_mm": (a + b) / 2, "mae_mm": 1.0},
+            "consistency": {"mean": {"median_rel_pct": 0.4 if name == "ref" else
+                                     (1.0, 3.0)[holdout_offset]}}}
+            for name, (a, b) in cams[holdout_offset].items()}}
+
+    monkeypatch.setattr(split_seeds, "evaluate_surround", evaluate_surround)
+    args = argparse.Namespace(nuscenes="nu", kitti=None, backend=["classical"], model=[],
+                              lidar_split=0.2, holdout_every=5, seeds=[0, 1])
+    result = split_seeds.sweep(args)
+    assert seen == [("nu", 5, 0), ("nu", 5, 1)] and result["kind"] == "nuscenes"
+    rows = result["rows"]
+    assert rows[1]["model"]["cameras"] == {"A": 0.5, "B": 1.2}
+    assert rows[0]["model"]["worst_camera_ratio"] == 0.9
+    assert rows[1]["model"]["ratio"] == pytest.approx(145.0 / 150.0)
+    summary = result["summary"]["model"]
+    assert summary["cameras"]["B"] == {"mean_ratio": pytest.approx(1.05), "min_ratio": 0.9,
+                                       "max_ratio": 1.2}
+    assert summary["worst_camera"]["max_ratio"] == 1.2
+    assert summary["disagreement"] == {"mean_pct": 2.0, "min_pct": 1.0, "max_pct": 3.0}
+    table = split_seeds.markdown(result, "cmd")
+    assert "| 1 | 150.0 / 1.0 (1.000x; 1.000x; 0.40 %) | 145.0 / 1.0 (0.967x; 1.200x; 3.00 %) |" \
+        in table
+    assert "| B: mean (min .. max) | 1.000x (1.000 .. 1.000) | 1.050x (0.900 .. 1.200) |" in table
+    assert "| cross-view disagreement: mean (min .. max) | 0.400 % (0.400 .. 0.400) | 2.000 % " \
+        "(1.000 .. 3.000) |" in table
+
+
+def test_nuscenes_offsets_on_the_real_keyframe(nuscenes_sample, tmp_path):
+    report = tmp_path / "nu.json"
+    assert split_seeds.main(["--nuscenes", str(nuscenes_sample), "--seeds", "0,3",
+                             "--backend", "classical", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    rows = result["rows"]
+    # offset 0 is dmd3c eval --nuscenes's own split (its mean RMSE over the six cameras)
+    assert rows["0"]["classical"]["rmse_mm"] == pytest.approx(4985.2, abs=0.1)
+    assert rows["3"]["classical"]["rmse_mm"] != rows["0"]["classical"]["rmse_mm"]
+    assert len(result["summary"]["classical"]["cameras"]) == 6
+    assert 0.2 < rows["0"]["classical"]["disagreement_pct"] < 1.0
+
+
+def test_nuscenes_offsets_must_lie_below_the_holdout_step():
+    with pytest.raises(SystemExit):
+        split_seeds.parse_args(["--nuscenes", "x", "--backend", "classical", "--seeds", "0:6"])

@@ -76,7 +76,9 @@ def test_eval_nuscenes_seam_blend(nuscenes_sample, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--kitti", "x", "--holdout-every", "5"], "--holdout-every applies to --nuscenes"),
+    (["--kitti", "x", "--holdout-every", "5"], "--holdout-offset apply to --nuscenes"),
+    (["--kitti", "x", "--holdout-offset", "1"], "--holdout-offset apply to --nuscenes"),
+    (["--nuscenes", "x", "--holdout-offset", "5"], "--holdout-offset must lie in 0..4"),
     (["--kitti", "x", "--seam-blend", "0.05"], "--seam-blend applies to --nuscenes"),
     (["--nuscenes", "x", "--lidar-split", "0.2"], "--lidar-split do not apply"),
     (["--nuscenes", "x", "--mono"], "--mono do not apply"),

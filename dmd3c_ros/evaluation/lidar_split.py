@@ -5,9 +5,9 @@ Two splits:
 
 - ``split_points`` (one camera, ``dmd3c eval --lidar-split F``): a seeded random share F of the
   points that land in the image.
-- ``split_sweep`` (a surround rig, ``dmd3c eval --nuscenes --holdout-every N``): every N-th point
-  of the whole sweep (index % N == 0), one input for all cameras; each camera's ground truth is
-  the held-out points that land in it.
+- ``split_sweep`` (a surround rig, ``dmd3c eval --nuscenes --holdout-every N [--holdout-offset
+  K]``): every N-th point of the whole sweep (index % N == K, K = 0 by default), one input for all
+  cameras; each camera's ground truth is the held-out points that land in it.
 
 For ``split_points`` only points that project into the image between ``min_depth`` and
 ``max_depth`` are candidates; the rest of the sweep (behind the camera, outside the image, out of
@@ -83,25 +83,31 @@ def held_out_depth(held_points: np.ndarray, camera: PinholeCamera, lidar_to_came
                             max_depth=max_depth)
 
 
-def holdout_every_mask(count: int, every: int) -> np.ndarray:
-    """(count,) bool: True for every ``every``-th point (index % every == 0; every=5 holds out
-    20 %). Deterministic: no seed, the same points for every camera of the sweep."""
-    every = int(every)
+def holdout_every_mask(count: int, every: int, offset: int = 0) -> np.ndarray:
+    """(count,) bool: True for every ``every``-th point (index % every == offset; every=5 holds
+    out 20 %, offsets 0-4 the five disjoint fifths). Deterministic: no seed, the same points for
+    every camera of the sweep."""
+    every, offset = int(every), int(offset)
     if every < 2:
         raise ValueError(f"--holdout-every must be an integer >= 2 (every N-th point held out), "
                          f"got {every}")
-    return np.arange(int(count)) % every == 0
+    if not 0 <= offset < every:
+        raise ValueError(f"--holdout-offset must lie in 0..{every - 1} (index % {every} == "
+                         f"offset is held out), got {offset}")
+    return np.arange(int(count)) % every == offset
 
 
-def split_sweep(points: np.ndarray, views, every: int = 5, *, min_depth: float = 0.1,
+def split_sweep(points: np.ndarray, views, every: int = 5, *, offset: int = 0,
+                min_depth: float = 0.1,
                 max_depth: float = 100.0) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Split one sweep for all cameras of a rig: every ``every``-th point (index % every == 0) is
-    held out of the input, whichever camera (if any) it lands in.
+    """Split one sweep for all cameras of a rig: every ``every``-th point (index % every ==
+    ``offset``) is held out of the input, whichever camera (if any) it lands in.
 
     Args:
         points: (N, >=3) sweep in the LiDAR frame (metres; extra columns kept); not modified.
         views: (camera, lidar_to_camera) pairs, one per camera (as in ``visible_mask``).
         every: N >= 2; 1/N of the sweep is held out.
+        offset: 0 .. N-1; which of the N disjoint shares.
         min_depth, max_depth: metres along each optical axis, as for the input's projection.
     Returns:
         (input_points (N - k, C) copy of the kept rows in their original order, the one input
@@ -111,7 +117,7 @@ def split_sweep(points: np.ndarray, views, every: int = 5, *, min_depth: float =
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] < 3:
         raise ValueError(f"points must be (N, >=3), got shape {points.shape}")
-    kept, held_points = _apply(points, holdout_every_mask(len(points), every))
+    kept, held_points = _apply(points, holdout_every_mask(len(points), every, offset))
     truths = [held_out_depth(held_points, camera, T, min_depth=min_depth, max_depth=max_depth)
               for camera, T in views]
     return kept, truths

@@ -4,6 +4,13 @@ over several seeds.
 ``python -m dmd3c_ros.evaluation.split_seeds --kitti DIR [--lidar-split 0.2] [--seeds 0:5]
 --backend B [--model YAML] ... [--json PATH]``
 
+``python -m dmd3c_ros.evaluation.split_seeds --nuscenes DIR [--holdout-every 5] [--seeds 0:5]
+--backend B [--model YAML] ...``: the surround evaluation (``dmd3c eval --nuscenes``), each
+"seed" an offset K of its deterministic split (index % N == K held out; offsets 0 .. N-1 are the
+N disjoint shares). Besides the mean over the cameras it gives, per offset and over them, every
+camera's RMSE multiple, the worst camera's, and each run's cross-view disagreement (median per
+pair, mean of the pairs, in %: a figure of the predictions, whose input changes with the offset).
+
 For every seed, ``offline.evaluate`` holds that seed's share of the visible points out of the
 input and scores every compared backend / model on them (``dmd3c eval --kitti DIR
 --lidar-split F --seed S``: both the input and the ground truth change with the seed). The
@@ -25,6 +32,7 @@ from dmd3c_ros.core.config import BACKENDS
 from dmd3c_ros.core.io import write_json
 
 from .offline import evaluate
+from .surround import evaluate_surround
 
 PROG = "python -m dmd3c_ros.evaluation.split_seeds"
 
@@ -46,16 +54,24 @@ def parse_seeds(text: str) -> list[int]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kitti", required=True, help="KITTI-format folder with velodyne.bin")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--kitti", help="KITTI-format folder with velodyne.bin")
+    source.add_argument("--nuscenes", help="nuScenes sample folder (surround: the seeds are "
+                        "holdout offsets)")
     parser.add_argument("--lidar-split", type=float, default=0.2, metavar="FRACTION")
+    parser.add_argument("--holdout-every", type=int, default=5, metavar="N",
+                        help="with --nuscenes: every N-th point held out (default 5)")
     parser.add_argument("--seeds", type=parse_seeds, default=list(range(5)),
-                        help="START:STOP or a,b,c (default 0:5)")
+                        help="START:STOP or a,b,c (default 0:5); offsets with --nuscenes")
     parser.add_argument("--backend", action="append", choices=BACKENDS, required=True)
     parser.add_argument("--model", action="append", default=[])
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
     if not 0.0 < args.lidar_split < 1.0:
         parser.error("--lidar-split must be between 0 and 1")
+    if args.nuscenes and not all(0 <= k < args.holdout_every for k in args.seeds):
+        parser.error(f"with --nuscenes the seeds are holdout offsets: 0 .. "
+                     f"{args.holdout_every - 1}")
     return args
 
 
@@ -66,81 +82,136 @@ def _ratio(value, reference):
     return float(value) / float(reference)
 
 
-def _spread(values) -> dict:
+def _spread(values, name: str = "ratio") -> dict:
+    """{mean_<name>, min_<name>, max_<name>} of the values that are not None (None if none)."""
     values = [v for v in values if v is not None]
-    if not values:
-        return {"mean_ratio": None, "min_ratio": None, "max_ratio": None}
-    return {"mean_ratio": float(np.mean(values)), "min_ratio": float(np.min(values)),
-            "max_ratio": float(np.max(values))}
+    stats = (np.mean, np.min, np.max)
+    return {f"{stat}_{name}": float(f(values)) if values else None
+            for stat, f in zip(("mean", "min", "max"), stats)}
+
+
+def _kitti_rows(args, seed: int) -> dict:
+    """{name: {rmse_mm, mae_mm, coverage: {band: rmse_mm}}} of one seed's ``dmd3c eval``."""
+    results = evaluate(args.kitti, backends=args.backend, models=args.model,
+                       lidar_split=args.lidar_split, seed=seed, max_visuals=0)[0]["results"]
+    return {name: {"rmse_mm": r["rmse_mm"], "mae_mm": r["mae_mm"],
+                   "coverage": {band: f.get("rmse_mm") for band, f in r.get("coverage", {}).items()}}
+            for name, r in results.items()}
+
+
+def _nuscenes_rows(args, offset: int) -> dict:
+    """{name: {rmse_mm, mae_mm (means over the cameras), cameras: {cam: rmse_mm},
+    disagreement_pct}} of one offset's ``dmd3c eval --nuscenes``."""
+    results = evaluate_surround(args.nuscenes, backends=args.backend, models=args.model,
+                                holdout_every=args.holdout_every,
+                                holdout_offset=offset)["results"]
+    return {name: {"rmse_mm": r["mean"]["rmse_mm"], "mae_mm": r["mean"]["mae_mm"],
+                   "cameras": {cam: f["rmse_mm"] for cam, f in r["cameras"].items()},
+                   "disagreement_pct": r["consistency"]["mean"].get("median_rel_pct")}
+            for name, r in results.items()}
 
 
 def sweep(args, progress=None) -> dict:
-    """{"seeds": [...], "runs": [names], "rows": {seed: {name: {rmse_mm, mae_mm, ratio,
-    coverage: {band: ratio}}}}, "summary": {name: {mean_ratio, min_ratio, max_ratio, rmse_wins,
-    mae_wins, coverage: {band: {mean_ratio, min_ratio, max_ratio}}}}}."""
+    """{"seeds": [...], "runs": [names], "rows": {seed: {name: row}}, "summary": {name: ...}}.
+
+    A row: rmse_mm, mae_mm, ratio (RMSE / the first run's); with --kitti coverage {band: RMSE
+    ratio}; with --nuscenes cameras {cam: RMSE ratio}, worst_camera_ratio and disagreement_pct.
+    A summary: mean_ratio, min_ratio, max_ratio, rmse_wins, mae_wins, and the spread over the
+    seeds of the row's further figures (coverage / cameras {part: spread}; worst_camera;
+    disagreement as mean_pct, min_pct, max_pct)."""
+    nuscenes = getattr(args, "nuscenes", None)
     rows: dict[int, dict] = {}
     names: list[str] = []
     for seed in args.seeds:
-        summary = evaluate(args.kitti, backends=args.backend, models=args.model,
-                           lidar_split=args.lidar_split, seed=seed, max_visuals=0)[0]
-        results = summary["results"]
-        names = names or list(results)
-        reference = results[names[0]]
-        bands = reference.get("coverage", {})
-        rows[seed] = {name: {"rmse_mm": results[name]["rmse_mm"],
-                             "mae_mm": results[name]["mae_mm"],
-                             "ratio": results[name]["rmse_mm"] / reference["rmse_mm"],
-                             "coverage": {band: _ratio(
-                                 results[name].get("coverage", {}).get(band, {}).get("rmse_mm"),
-                                 figures.get("rmse_mm")) for band, figures in bands.items()}}
-                      for name in names}
+        raw = _nuscenes_rows(args, seed) if nuscenes else _kitti_rows(args, seed)
+        names = names or list(raw)
+        ref = raw[names[0]]
+        rows[seed] = {}
+        for name in names:
+            row = {"rmse_mm": raw[name]["rmse_mm"], "mae_mm": raw[name]["mae_mm"],
+                   "ratio": raw[name]["rmse_mm"] / ref["rmse_mm"]}
+            if nuscenes:
+                row["cameras"] = {cam: _ratio(raw[name]["cameras"].get(cam), value)
+                                  for cam, value in ref["cameras"].items()}
+                found = [v for v in row["cameras"].values() if v is not None]
+                row["worst_camera_ratio"] = max(found) if found else None
+                row["disagreement_pct"] = raw[name]["disagreement_pct"]
+            else:
+                row["coverage"] = {band: _ratio(raw[name]["coverage"].get(band), value)
+                                   for band, value in ref["coverage"].items()}
+            rows[seed][name] = row
         if progress is not None:
             progress(f"seed {seed}: " + ", ".join(f"{n} {rows[seed][n]['rmse_mm']:.1f} mm"
                                                   for n in names))
     summary = {}
     for name in names:
-        ratios = [rows[s][name]["ratio"] for s in args.seeds]
-        bands = list(dict.fromkeys(b for s in args.seeds for b in rows[s][name]["coverage"]))
+        mine = [rows[s][name] for s in args.seeds]
         summary[name] = {
-            **_spread(ratios),
+            **_spread(r["ratio"] for r in mine),
             "rmse_wins": sum(rows[s][name]["rmse_mm"] < rows[s][names[0]]["rmse_mm"]
                              for s in args.seeds),
             "mae_wins": sum(rows[s][name]["mae_mm"] < rows[s][names[0]]["mae_mm"]
-                            for s in args.seeds),
-            "coverage": {band: _spread(rows[s][name]["coverage"].get(band) for s in args.seeds)
-                         for band in bands}}
-    return {"source": str(args.kitti), "lidar_split": args.lidar_split, "seeds": args.seeds,
+                            for s in args.seeds)}
+        for key in ("coverage", "cameras"):
+            if key in mine[0]:
+                parts = list(dict.fromkeys(p for r in mine for p in r[key]))
+                summary[name][key] = {p: _spread(r[key].get(p) for r in mine) for p in parts}
+        if nuscenes:
+            summary[name]["worst_camera"] = _spread(r["worst_camera_ratio"] for r in mine)
+            summary[name]["disagreement"] = _spread((r["disagreement_pct"] for r in mine), "pct")
+    return {"source": str(nuscenes or args.kitti), "kind": "nuscenes" if nuscenes else "kitti",
+            "lidar_split": None if nuscenes else args.lidar_split,
+            "holdout_every": args.holdout_every if nuscenes else None, "seeds": args.seeds,
             "runs": names, "rows": rows, "summary": summary}
+
+
+def _cell(figures: dict | None, name: str = "ratio", unit: str = "x") -> str:
+    """``mean (min .. max)`` of a ``_spread``; "-" where it has none."""
+    if not figures or figures.get(f"mean_{name}") is None:
+        return "-"
+    return (f"{figures[f'mean_{name}']:.3f}{unit} ({figures[f'min_{name}']:.3f} .. "
+            f"{figures[f'max_{name}']:.3f})")
 
 
 def markdown(result: dict, command: str) -> str:
     names = result["runs"]
-    lines = [f"`{command}`", "",
-             f"{result['source']}: {result['lidar_split']:.0%} of the visible points held out "
-             f"per seed; RMSE / MAE mm (RMSE as a multiple of {names[0]}'s)", "",
+    nuscenes = result.get("kind") == "nuscenes"
+    held = (f"every {result['holdout_every']}th point of the sweep held out (index % "
+            f"{result['holdout_every']} == seed); the mean over the cameras, RMSE / MAE mm "
+            f"(RMSE as a multiple of {names[0]}'s; the worst camera's multiple; the median "
+            f"cross-view disagreement, mean of the pairs, %)" if nuscenes else
+            f"{result['lidar_split']:.0%} of the visible points held out per seed; RMSE / MAE "
+            f"mm (RMSE as a multiple of {names[0]}'s)")
+    lines = [f"`{command}`", "", f"{result['source']}: {held}", "",
              "| seed | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for seed in result["seeds"]:
         row = result["rows"][seed]
-        lines.append(f"| {seed} | " + " | ".join(
-            f"{row[n]['rmse_mm']:.1f} / {row[n]['mae_mm']:.1f} ({row[n]['ratio']:.3f}x)"
-            for n in names) + " |")
+        cells = []
+        for n in names:
+            more = ""
+            if nuscenes:
+                worst, disagree = row[n]["worst_camera_ratio"], row[n]["disagreement_pct"]
+                more = ("; " + ("-" if worst is None else f"{worst:.3f}x") + "; "
+                        + ("-" if disagree is None else f"{disagree:.2f} %"))
+            cells.append(f"{row[n]['rmse_mm']:.1f} / {row[n]['mae_mm']:.1f} "
+                         f"({row[n]['ratio']:.3f}x{more})")
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     summary = result["summary"]
     count = len(result["seeds"])
-    lines.append("| mean (min .. max) multiple | " + " | ".join(
-        f"{summary[n]['mean_ratio']:.3f}x ({summary[n]['min_ratio']:.3f} .. "
-        f"{summary[n]['max_ratio']:.3f})" for n in names) + " |")
+    lines.append("| mean (min .. max) multiple | "
+                 + " | ".join(_cell(summary[n]) for n in names) + " |")
     lines.append(f"| seeds better than {names[0]}: RMSE, MAE | " + " | ".join(
         f"{summary[n]['rmse_wins']} / {count}, {summary[n]['mae_wins']} / {count}"
         for n in names) + " |")
-    for band in summary[names[0]].get("coverage", {}):
-        cells = []
-        for n in names:
-            figures = summary[n]["coverage"].get(band, {})
-            cells.append("-" if figures.get("mean_ratio") is None else
-                         f"{figures['mean_ratio']:.3f}x ({figures['min_ratio']:.3f} .. "
-                         f"{figures['max_ratio']:.3f})")
-        lines.append(f"| returns {band} px from a kept one: mean (min .. max) | "
-                     + " | ".join(cells) + " |")
+    for key, label in (("coverage", "returns {} px from a kept one"), ("cameras", "{}")):
+        for part in summary[names[0]].get(key, {}):
+            lines.append(f"| {label.format(part)}: mean (min .. max) | " + " | ".join(
+                _cell(summary[n][key].get(part)) for n in names) + " |")
+    if nuscenes:
+        lines.append("| worst camera: mean (min .. max) | " + " | ".join(
+            _cell(summary[n]["worst_camera"]) for n in names) + " |")
+        lines.append("| cross-view disagreement: mean (min .. max) | " + " | ".join(
+            _cell(summary[n]["disagreement"], "pct", " %") for n in names) + " |")
     return "\n".join(lines)
 
 

@@ -2,7 +2,8 @@
 
 One sweep, six cameras, as the surround node sees them:
 
-1. ``lidar_split.split_sweep``: every N-th point of the sweep (index % N == 0) is held out; the
+1. ``lidar_split.split_sweep``: every N-th point of the sweep (index % N == K; K = 0 unless
+   ``holdout_offset`` says otherwise) is held out; the
    other points are the one LiDAR input of every camera; each camera's ground truth is the
    held-out points that land in it (same projection, z-buffer and depth range as the input).
 2. Per compared backend / model (``offline.create_runs``, named as ``dmd3c eval`` names them):
@@ -87,7 +88,7 @@ def consistency(depths: dict, views: dict, names, seams: dict | None = None) -> 
 
 
 def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: int = 5,
-                      min_depth: float = 0.1, max_depth: float = 100.0, precision: str = "fp32",
+                      holdout_offset: int = 0, min_depth: float = 0.1, max_depth: float = 100.0, precision: str = "fp32",
                       engine_cache_dir=None, seams_dir=None, seam_tolerance: float | None = None,
                       progress: Callable[[str], None] | None = None) -> dict:
     """Evaluate backends / models on a nuScenes sample folder (see the module docstring).
@@ -96,6 +97,7 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
         folder: sample folder with ``calibration.json`` (``core.nuscenes_sample``).
         backends, models: compared side by side (``offline.plan_models``).
         holdout_every: N >= 2; every N-th point of the sweep is ground truth, not input.
+        holdout_offset: 0 .. N-1: the points with index % N == holdout_offset are.
         min_depth, max_depth: metres; projection range of input and ground truth, and the
             prediction range (the node's).
         precision, engine_cache_dir: for the TensorRT backend.
@@ -112,6 +114,7 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
     names = sample.names  # ring order
     views = {c.name: (c.camera, c.lidar_to_camera) for c in sample.cameras}
     kept, truths = split_sweep(sample.points, [views[n] for n in names], holdout_every,
+                               offset=holdout_offset,
                                min_depth=min_depth, max_depth=max_depth)
     truth = dict(zip(names, truths))
     batch = [View(c.rgb, c.camera, kept, c.lidar_to_camera) for c in sample.cameras]
@@ -163,8 +166,9 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
         "source": str(folder), "kind": "nuscenes", "cameras": names,
         "ring_pairs": [pair_key(a, b) for a, b in ring_pairs(names)],
         "gt": f"lidar holdout: every {int(holdout_every)}th point of the sweep (index % "
-              f"{int(holdout_every)} == 0), projected into each camera",
-        "holdout_every": int(holdout_every), "points_total": int(len(sample.points)),
+              f"{int(holdout_every)} == {int(holdout_offset)}), projected into each camera",
+        "holdout_every": int(holdout_every), "holdout_offset": int(holdout_offset),
+        "points_total": int(len(sample.points)),
         "points_input": int(len(kept)), "points_held_out": int(len(sample.points) - len(kept)),
         "gt_pixels": {n: int((truth[n] > 0).sum()) for n in names},
         "depth_range_m": [min_depth, max_depth],
