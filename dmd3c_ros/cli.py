@@ -266,7 +266,8 @@ def _run_eval_nuscenes(args) -> int:
     holdout_every_mask(0, every, args.holdout_offset or 0)  # bad N or K: said before any work
     summary = evaluate_surround(
         args.nuscenes, backends=args.backend or ["auto"], models=args.model,
-        holdout_every=every, holdout_offset=args.holdout_offset or 0, precision=args.precision, engine_cache_dir=args.engine_cache_dir, seams_dir=args.out,
+        holdout_every=every, holdout_offset=args.holdout_offset or 0,
+        precision=args.precision, engine_cache_dir=args.engine_cache_dir, seams_dir=args.out,
         seam_tolerance=args.seam_blend,
         progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     print(format_tables(summary))

@@ -98,8 +98,8 @@ def holdout_every_mask(count: int, every: int, offset: int = 0) -> np.ndarray:
 
 
 def split_sweep(points: np.ndarray, views, every: int = 5, *, offset: int = 0,
-                min_depth: float = 0.1,
-                max_depth: float = 100.0) -> tuple[np.ndarray, list[np.ndarray]]:
+                min_depth: float = 0.1, max_depth: float = 100.0
+                ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Split one sweep for all cameras of a rig: every ``every``-th point (index % every ==
     ``offset``) is held out of the input, whichever camera (if any) it lands in.
 

@@ -95,7 +95,8 @@ def _kitti_rows(args, seed: int) -> dict:
     results = evaluate(args.kitti, backends=args.backend, models=args.model,
                        lidar_split=args.lidar_split, seed=seed, max_visuals=0)[0]["results"]
     return {name: {"rmse_mm": r["rmse_mm"], "mae_mm": r["mae_mm"],
-                   "coverage": {band: f.get("rmse_mm") for band, f in r.get("coverage", {}).items()}}
+                   "coverage": {band: figures.get("rmse_mm")
+                                for band, figures in r.get("coverage", {}).items()}}
             for name, r in results.items()}
 
 

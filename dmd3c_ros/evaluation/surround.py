@@ -3,9 +3,9 @@
 One sweep, six cameras, as the surround node sees them:
 
 1. ``lidar_split.split_sweep``: every N-th point of the sweep (index % N == K; K = 0 unless
-   ``holdout_offset`` says otherwise) is held out; the
-   other points are the one LiDAR input of every camera; each camera's ground truth is the
-   held-out points that land in it (same projection, z-buffer and depth range as the input).
+   ``holdout_offset`` says otherwise) is held out; the other points are the one LiDAR input of
+   every camera; each camera's ground truth is the held-out points that land in it (same
+   projection, z-buffer and depth range as the input).
 2. Per compared backend / model (``offline.create_runs``, named as ``dmd3c eval`` names them):
    the six views go through ``CompletionPipeline.run_batch`` as ONE batch (the surround node's
    code path) and each camera is scored against its ground truth with ``core.metrics`` (KITTI
@@ -88,7 +88,8 @@ def consistency(depths: dict, views: dict, names, seams: dict | None = None) -> 
 
 
 def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: int = 5,
-                      holdout_offset: int = 0, min_depth: float = 0.1, max_depth: float = 100.0, precision: str = "fp32",
+                      holdout_offset: int = 0, min_depth: float = 0.1,
+                      max_depth: float = 100.0, precision: str = "fp32",
                       engine_cache_dir=None, seams_dir=None, seam_tolerance: float | None = None,
                       progress: Callable[[str], None] | None = None) -> dict:
     """Evaluate backends / models on a nuScenes sample folder (see the module docstring).
@@ -114,8 +115,7 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
     names = sample.names  # ring order
     views = {c.name: (c.camera, c.lidar_to_camera) for c in sample.cameras}
     kept, truths = split_sweep(sample.points, [views[n] for n in names], holdout_every,
-                               offset=holdout_offset,
-                               min_depth=min_depth, max_depth=max_depth)
+                               offset=holdout_offset, min_depth=min_depth, max_depth=max_depth)
     truth = dict(zip(names, truths))
     batch = [View(c.rgb, c.camera, kept, c.lidar_to_camera) for c in sample.cameras]
     runs = create_runs(backends, models, min_depth=min_depth, max_depth=max_depth,
