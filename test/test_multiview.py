@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from dmd3c_ros.training.multiview import main as multiview_main
 from dmd3c_ros.training.multiview import (PairSampler, build_surround_cache, correspondences,
                                           load_surround_index)
 from dmd3c_ros.training.synthetic import CacheSpec, CropSampler, build_cache
@@ -91,12 +92,14 @@ def test_surround_cache_pairs_see_the_same_points(surround):
     assert cols.min() > 200 and u.max() < 200
 
 
-def test_a_surround_cache_refuses_drives_of_another_lidar_or_scale(surround):
+def test_a_surround_cache_refuses_drives_of_another_lidar_or_scale(surround, capsys):
     before = sorted(p.name for p in surround.iterdir())
     with pytest.raises(ValueError, match="LiDAR 'vlp32' at image scale 0.25; asked for 'hdl32'"):
         build_surround_cache(surround, [1], frames_per_drive=1, image_scale=0.25, lidar="hdl32")
     with pytest.raises(ValueError, match="asked for 'vlp32' at 0.5"):
         build_surround_cache(surround, [1], frames_per_drive=1, image_scale=0.5)
+    assert multiview_main(["--out", str(surround), "--seeds", "1:2", "--lidar", "hdl32"]) == 2
+    assert "build it into another folder" in capsys.readouterr().err
     assert sorted(p.name for p in surround.iterdir()) == before    # nothing written
 
 

@@ -267,13 +267,16 @@ def _box(row, col, shape, ch: int, cw: int) -> tuple[int, int]:
 
 def main(argv=None) -> int:
     import argparse
+    import sys
+
+    from dmd3c_ros.training.sim.lidar import LIDAR_MODELS
     p = argparse.ArgumentParser(description="Build the synthetic surround-rig cache (issue 18).")
     p.add_argument("--out", required=True)
     p.add_argument("--seeds", default="0:12", help="drive seeds, START:STOP (default 0:12)")
     p.add_argument("--frames", type=int, default=8, help="frames per drive")
     p.add_argument("--image-scale", type=float, default=0.5)
-    p.add_argument("--lidar", default="vlp32", help="the rig's LiDAR (training.sim.lidar."
-                   "LIDAR_MODELS; hdl32 is nuScenes')")
+    p.add_argument("--lidar", default="vlp32", choices=sorted(LIDAR_MODELS),
+                   help="the rig's LiDAR (default vlp32; hdl32 is nuScenes')")
     p.add_argument("--split", choices=("train", "val"), default="train",
                    help="val: held-out drives the trainer validates on (e.g. --seeds 5000:5002)")
     args = p.parse_args(argv)
@@ -282,9 +285,13 @@ def main(argv=None) -> int:
     def progress(done, total, seconds):
         print(f"  {done}/{total} instants, {seconds:.0f} s", flush=True)
 
-    index = build_surround_cache(args.out, list(range(start, stop)), frames_per_drive=args.frames,
-                                 image_scale=args.image_scale, split=args.split, lidar=args.lidar,
-                                 progress=progress)
+    try:
+        index = build_surround_cache(args.out, list(range(start, stop)),
+                                     frames_per_drive=args.frames, image_scale=args.image_scale,
+                                     split=args.split, lidar=args.lidar, progress=progress)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"{args.out}: {len(index['frames'])} training and {len(index['val'])} validation "
           f"instants of {len(index['cameras'])} cameras")
     return 0
