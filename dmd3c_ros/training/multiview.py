@@ -89,11 +89,8 @@ def build_surround_cache(out, seeds: Sequence[int], *, frames_per_drive: int = 8
 def _check_same_sensors(out: Path, lidar: str, image_scale: float) -> None:
     """A cache folder holds one LiDAR and one image scale: adding drives of others to it would
     mix them silently (its frames are kept, not rebuilt), so that is refused."""
-    path = out / "index.json"
-    if not path.exists():
-        return
-    index = json.loads(path.read_text())
-    if (index.get("lidar"), float(index.get("image_scale", -1))) != (lidar, float(image_scale)):
+    index = json.loads((out / "index.json").read_text()) if (out / "index.json").exists() else None
+    if index and (index.get("lidar"), float(index["image_scale"])) != (lidar, float(image_scale)):
         raise ValueError(f"{out} holds a surround cache of LiDAR {index.get('lidar')!r} at image "
                          f"scale {index.get('image_scale')}; asked for {lidar!r} at "
                          f"{image_scale}: build it into another folder")
