@@ -92,12 +92,15 @@ def test_surround_cache_pairs_see_the_same_points(surround):
     assert cols.min() > 200 and u.max() < 200
 
 
-def test_a_surround_cache_refuses_drives_of_another_lidar_or_scale(surround, capsys):
+def test_a_surround_cache_refuses_drives_of_another_lidar_scale_or_teacher(surround, capsys):
     before = sorted(p.name for p in surround.iterdir())
-    with pytest.raises(ValueError, match="LiDAR 'vlp32' at image scale 0.25; asked for 'hdl32'"):
+    with pytest.raises(ValueError, match="LiDAR 'vlp32' at image scale 0.25 with teacher "
+                                         "simulated_mono_seed0; asked for 'hdl32'"):
         build_surround_cache(surround, [1], frames_per_drive=1, image_scale=0.25, lidar="hdl32")
     with pytest.raises(ValueError, match="asked for 'vlp32' at 0.5"):
         build_surround_cache(surround, [1], frames_per_drive=1, image_scale=0.5)
+    with pytest.raises(ValueError, match="with simulated_mono_seed1: build it into another"):
+        build_surround_cache(surround, [1], frames_per_drive=1, image_scale=0.25, teacher_seed=1)
     assert multiview_main(["--out", str(surround), "--seeds", "1:2", "--lidar", "hdl32"]) == 2
     assert "build it into another folder" in capsys.readouterr().err
     assert sorted(p.name for p in surround.iterdir()) == before    # nothing written

@@ -49,11 +49,11 @@ def build_surround_cache(out, seeds: Sequence[int], *, frames_per_drive: int = 8
     from dmd3c_ros.training.sim.rig import make_rig
     from dmd3c_ros.training.teachers.simulated import SimulatedMonoTeacher
     out = Path(out)
-    _check_same_sensors(out, lidar, image_scale)
+    teacher = SimulatedMonoTeacher(seed=teacher_seed)
+    _check_same_sensors(out, lidar, image_scale, teacher.name)
     out.mkdir(parents=True, exist_ok=True)
     rig = make_rig("surround", image_scale)
     names = [m.name for m in rig.cameras]
-    teacher = SimulatedMonoTeacher(seed=teacher_seed)
     calibration = {"P": np.stack([m.camera.P for m in rig.cameras]),   # the rig's, every frame
                    "lidar_to_camera": np.stack([rig.lidar_to_camera(m) for m in rig.cameras])}
     files, total, start = [], len(seeds) * frames_per_drive, time.perf_counter()
@@ -86,14 +86,15 @@ def build_surround_cache(out, seeds: Sequence[int], *, frames_per_drive: int = 8
     return index
 
 
-def _check_same_sensors(out: Path, lidar: str, image_scale: float) -> None:
-    """A cache folder holds one LiDAR and one image scale: adding drives of others to it would
-    mix them silently (its frames are kept, not rebuilt), so that is refused."""
+def _check_same_sensors(out: Path, lidar: str, image_scale: float, teacher: str) -> None:
+    """A cache folder holds one LiDAR, image scale and teacher: adding drives of others to it
+    would mix them silently (its frames are kept, not rebuilt), so that is refused."""
     index = json.loads((out / "index.json").read_text()) if (out / "index.json").exists() else None
-    if index and (index.get("lidar"), float(index["image_scale"])) != (lidar, float(image_scale)):
-        raise ValueError(f"{out} holds a surround cache of LiDAR {index.get('lidar')!r} at image "
-                         f"scale {index.get('image_scale')}; asked for {lidar!r} at "
-                         f"{image_scale}: build it into another folder")
+    had = index and (index.get("lidar"), float(index["image_scale"]), index.get("teacher"))
+    if had and had != (lidar, float(image_scale), teacher):
+        raise ValueError(f"{out} holds a surround cache of LiDAR {had[0]!r} at image scale "
+                         f"{had[1]} with teacher {had[2]}; asked for {lidar!r} at {image_scale} "
+                         f"with {teacher}: build it into another folder")
 
 
 def load_surround_index(root) -> dict:
