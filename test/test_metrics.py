@@ -105,3 +105,17 @@ def test_coverage_bands_by_exact_distance_to_the_nearest_return():
     assert coverage_masks(np.zeros_like(sparse), gt) == {}
     with pytest.raises(ValueError, match="differ in size"):
         coverage_masks(sparse[:-1], gt)
+
+
+def test_frame_and_masked_metrics_are_frame_metrics_and_masked_metrics_from_one_fill():
+    from dmd3c_ros.core.metrics import (coverage_masks, frame_and_masked_metrics, frame_metrics,
+                                        masked_metrics)
+    rng = np.random.default_rng(3)
+    gt = np.where(rng.random((40, 60)) < 0.3, rng.uniform(1, 79, (40, 60)), 0.0)
+    prediction = np.where(rng.random((40, 60)) < 0.8, gt * rng.uniform(0.9, 1.1, gt.shape),
+                          np.nan)                        # holes the devkit fill closes
+    sparse = np.where(rng.random((40, 60)) < 0.05, 10.0, 0.0)
+    masks = coverage_masks(sparse, gt)
+    metrics, bands, covered = frame_and_masked_metrics(prediction, gt, masks)
+    assert (metrics, bands) == frame_metrics(prediction, gt)
+    assert covered == masked_metrics(prediction, gt, masks)

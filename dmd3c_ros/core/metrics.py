@@ -157,9 +157,9 @@ def band_masks(gt: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def masked_metrics(prediction: np.ndarray, gt: np.ndarray,
-                   masks: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """{label: depth_metrics on the ground-truth pixels of that label's (H, W) bool mask}, the
-    prediction's holes filled once for all of them."""
+                   masks: Mapping) -> dict:
+    """{key: depth_metrics on the ground-truth pixels of that key's (H, W) bool mask} (keys:
+    labels, or any hashable), the prediction's holes filled once for all of them."""
     prediction, gt = _pair(prediction, gt)
     filled = interpolate_background(prediction)
     valid = _valid(gt)
@@ -170,8 +170,21 @@ def masked_metrics(prediction: np.ndarray, gt: np.ndarray,
 def frame_metrics(prediction: np.ndarray, gt: np.ndarray):
     """(metrics, {band: metrics}) of one (H, W) prediction (NaN = none) against ground truth;
     band metrics score only the ground-truth pixels within the band."""
-    figures = masked_metrics(prediction, gt, {"": _valid(np.asarray(gt)), **band_masks(gt)})
-    return figures.pop(""), figures  # "": every ground-truth pixel
+    return frame_and_masked_metrics(prediction, gt, {})[:2]
+
+
+def frame_and_masked_metrics(prediction: np.ndarray, gt: np.ndarray,
+                             masks: Mapping[str, np.ndarray]):
+    """(metrics, {band: metrics}, {label: metrics}): :func:`frame_metrics` and
+    :func:`masked_metrics` of ``masks`` (e.g. :func:`coverage_masks`), the prediction's holes
+    filled once for all of them."""
+    bands = band_masks(gt)
+    keyed = {("frame", ""): _valid(np.asarray(gt)),
+             **{("band", label): mask for label, mask in bands.items()},
+             **{("mask", label): mask for label, mask in masks.items()}}
+    figures = masked_metrics(prediction, gt, keyed)
+    return (figures["frame", ""], {label: figures["band", label] for label in bands},
+            {label: figures["mask", label] for label in masks})
 
 
 # Coverage bands: how far a ground-truth pixel lies from the nearest LiDAR return the backend was

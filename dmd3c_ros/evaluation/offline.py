@@ -40,7 +40,7 @@ from .lidar_split import split_points
 from .live import evaluate_live
 from .outputs import run_notes, write_json, write_report_if_available
 from .records import (FrameRecord, clean, coverage_masks, distance_errors, format_table,
-                      frame_metrics, masked_metrics, summarize)
+                      frame_and_masked_metrics, summarize)
 from .runs import ModelRun, VisualFrame, _visual_class, complete_one, create_runs, plan_models
 from .sources import detect_kind, open_bag, open_kitti
 
@@ -169,10 +169,9 @@ def evaluate(source, *, backends=("auto",), models=(), gt: str | None = None,
                         failed[run.name] += 1
                         line.append(f"{run.name} failed (no LiDAR)")
                         continue
-                    metrics, bands = frame_metrics(depth, truth)
+                    metrics, bands, covered = frame_and_masked_metrics(depth, truth, coverage)
                     records.append(FrameRecord(run.name, sample["name"], camera_name, metrics,
-                                               bands, ms, mode,
-                                               coverage=masked_metrics(depth, truth, coverage)))
+                                               bands, ms, mode, coverage=covered))
                     latencies[run.name].append(ms)
                     depths, errs = distance_errors(depth, truth, limit=5000, seed=frame_index)
                     errors[run.name][0].append(depths)

@@ -27,7 +27,8 @@ import numpy as np
 from dmd3c_ros.core.io import json_safe as clean  # the one strict-JSON helper
 # The band metrics live with the other metrics in core.metrics; re-exported for the eval tools.
 from dmd3c_ros.core.metrics import (BANDS, COVERAGE, METRIC_NAMES, average_metrics, band_masks,
-                                    coverage_masks, frame_metrics, masked_metrics)
+                                    coverage_masks, frame_and_masked_metrics, frame_metrics,
+                                    masked_metrics)
 
 @dataclass
 class FrameRecord:
@@ -132,5 +133,5 @@ def format_table(results: dict[str, dict]) -> str:
 
 
 __all__ = ["BANDS", "COVERAGE", "FrameRecord", "METRIC_NAMES", "band_masks", "clean",
-           "coverage_masks", "distance_errors", "format_table", "frame_metrics", "masked_metrics",
-           "percentiles", "summarize"]
+           "coverage_masks", "distance_errors", "format_table", "frame_and_masked_metrics",
+           "frame_metrics", "masked_metrics", "percentiles", "summarize"]
