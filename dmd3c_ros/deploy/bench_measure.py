@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from dmd3c_ros.core.config import PRECISIONS
+from dmd3c_ros.evaluation.runs import unique_name
 from dmd3c_ros.paths import default_model_spec
 from dmd3c_ros.runtime import factory
 from dmd3c_ros.runtime.base import BackendError
@@ -113,9 +114,7 @@ def create_entries(backends, models, precisions, *, threads: int | None = None,
                     variants.append((label + (f":{suffix}" if suffix else ""), precision, path,
                                      options))
         for label, precision, path, options in variants:
-            base, n = label, 2
-            while label in skipped or any(e.label == label for e in entries):
-                label, n = f"{base}#{n}", n + 1
+            label = unique_name(label, set(skipped) | {e.label for e in entries})
             try:
                 backend = factory.create_backend(kind, path, precision=precision, **options)
             except (BackendError, ModelSpecError, ValueError, OSError, ImportError) as error:

@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from .records import clean, distance_errors
-from .runs import _visual_class, plan_models
+from .runs import _visual_class, plan_models, unique_name
 from .sources import open_bag
 
 
@@ -46,10 +46,7 @@ def evaluate_live(source, *, backends=("auto",), models=(), image_topics=(),
     names, results, latencies, distance, visuals, runs = [], {}, {}, {}, [], {}
     Visual = _visual_class()
     for backend, model in plan_models(backends, models):
-        name = backend if model is None else f"{backend}:{Path(model).stem}"
-        base, n = name, 2
-        while name in names:
-            name, n = f"{base}#{n}", n + 1
+        name = unique_name(backend if model is None else f"{backend}:{Path(model).stem}", names)
         names.append(name)
         report = (lambda played, total, answered, name=name: progress(
             f"{name}: played {played}/{total}, answered {answered}")) if progress else None

@@ -60,6 +60,15 @@ def plan_models(backends, models) -> list[tuple[str, str | None]]:
     return [(b, None if b == "classical" else m) for b, m in pairs]
 
 
+def unique_name(name: str, taken) -> str:
+    """``name``, or ``name#2``, ``name#3`` ... the first not in ``taken`` (one model compared
+    twice, or two specs of one stem, keep apart in a table)."""
+    base, n = name, 2
+    while name in taken:
+        name, n = f"{base}#{n}", n + 1
+    return name
+
+
 @dataclass
 class ModelRun:
     """One compared backend / model: its NAME and the pipeline that runs it."""
@@ -77,11 +86,8 @@ def create_runs(backends, models, *, min_depth: float = 0.1, max_depth: float = 
     for backend_name, model in plan_models(backends, models):
         backend = create_backend(backend_name, model, precision=precision,
                                  engine_cache_dir=engine_cache_dir)
-        name = backend.name if model is None else f"{backend.name}:{Path(model).stem}"
-        taken = {r.name for r in runs}
-        base, n = name, 2
-        while name in taken:
-            name, n = f"{base}#{n}", n + 1
+        name = unique_name(backend.name if model is None else f"{backend.name}:{Path(model).stem}",
+                           {r.name for r in runs})
         runs.append(ModelRun(name, backend.name, model,
                              CompletionPipeline(backend, min_depth=min_depth,
                                                 max_depth=max_depth)))
@@ -109,4 +115,5 @@ def complete_one(pipeline: CompletionPipeline, rgb, camera, *, points=None, lida
     return depth, (time.perf_counter() - start) * 1000.0, mode  # s to ms
 
 
-__all__ = ["ModelRun", "VisualFrame", "complete_one", "create_runs", "plan_models"]
+__all__ = ["ModelRun", "VisualFrame", "complete_one", "create_runs", "plan_models",
+           "unique_name"]
