@@ -114,7 +114,7 @@ def run(args) -> int:
 
 def _run_nuscenes(args) -> int:
     from ..core.io import write_json
-    from .lidar_split import holdout_every_mask
+    from .lidar_split import check_holdout
     from .surround import evaluate_surround, format_tables, write_surround_report
 
     unsupported = [flag for flag, value in (
@@ -127,7 +127,7 @@ def _run_nuscenes(args) -> int:
         raise ValueError(f"{', '.join(unsupported)} do not apply to --nuscenes (its ground truth "
                          "is --holdout-every N)")
     every = 5 if args.holdout_every is None else args.holdout_every
-    holdout_every_mask(0, every, args.holdout_offset or 0)  # bad N or K: said before any work
+    check_holdout(every, args.holdout_offset or 0)  # a bad N or K is said before any work
     summary = evaluate_surround(
         args.nuscenes, backends=args.backend or ["auto"], models=args.model,
         holdout_every=every, holdout_offset=args.holdout_offset or 0,

@@ -83,10 +83,9 @@ def held_out_depth(held_points: np.ndarray, camera: PinholeCamera, lidar_to_came
                             max_depth=max_depth)
 
 
-def holdout_every_mask(count: int, every: int, offset: int = 0) -> np.ndarray:
-    """(count,) bool: True for every ``every``-th point (index % every == offset; every=5 holds
-    out 20 %, offsets 0-4 the five disjoint fifths). Deterministic: no seed, the same points for
-    every camera of the sweep."""
+def check_holdout(every: int, offset: int = 0) -> tuple[int, int]:
+    """(every, offset) as ints; a ValueError naming the command-line flag unless every >= 2 and
+    0 <= offset < every."""
     every, offset = int(every), int(offset)
     if every < 2:
         raise ValueError(f"--holdout-every must be an integer >= 2 (every N-th point held out), "
@@ -94,6 +93,14 @@ def holdout_every_mask(count: int, every: int, offset: int = 0) -> np.ndarray:
     if not 0 <= offset < every:
         raise ValueError(f"--holdout-offset must lie in 0..{every - 1} (index % {every} == "
                          f"offset is held out), got {offset}")
+    return every, offset
+
+
+def holdout_every_mask(count: int, every: int, offset: int = 0) -> np.ndarray:
+    """(count,) bool: True for every ``every``-th point (index % every == offset; every=5 holds
+    out 20 %, offsets 0-4 the five disjoint fifths). Deterministic: no seed, the same points for
+    every camera of the sweep."""
+    every, offset = check_holdout(every, offset)
     return np.arange(int(count)) % every == offset
 
 

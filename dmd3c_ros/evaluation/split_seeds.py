@@ -31,6 +31,7 @@ import numpy as np
 from dmd3c_ros.core.config import BACKENDS
 from dmd3c_ros.core.io import write_json
 
+from .lidar_split import check_holdout
 from .offline import evaluate
 from .surround import evaluate_surround
 
@@ -69,9 +70,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0.0 < args.lidar_split < 1.0:
         parser.error("--lidar-split must be between 0 and 1")
-    if args.nuscenes and not all(0 <= k < args.holdout_every for k in args.seeds):
-        parser.error(f"with --nuscenes the seeds are holdout offsets: 0 .. "
-                     f"{args.holdout_every - 1}")
+    try:
+        for offset in args.seeds if args.nuscenes else ():
+            check_holdout(args.holdout_every, offset)   # with --nuscenes the seeds are offsets
+    except ValueError as error:
+        parser.error(f"--seeds with --nuscenes are holdout offsets: {error}")
     return args
 
 
