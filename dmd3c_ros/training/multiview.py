@@ -50,7 +50,7 @@ def build_surround_cache(out, seeds: Sequence[int], *, frames_per_drive: int = 8
     from dmd3c_ros.training.teachers.simulated import SimulatedMonoTeacher
     out = Path(out)
     teacher = SimulatedMonoTeacher(seed=teacher_seed)
-    _check_same_sensors(out, lidar, image_scale, teacher.name)
+    old = _index_of_same_sensors(out, lidar, image_scale, teacher.name)
     out.mkdir(parents=True, exist_ok=True)
     rig = make_rig("surround", image_scale)
     names = [m.name for m in rig.cameras]
@@ -76,7 +76,6 @@ def build_surround_cache(out, seeds: Sequence[int], *, frames_per_drive: int = 8
             np.savez(out / name, **arrays)
             if progress is not None:
                 progress(len(files) - len(wanted) + k + 1, total, time.perf_counter() - start)
-    old = json.loads((out / "index.json").read_text()) if (out / "index.json").exists() else {}
     index = {"version": SURROUND_CACHE_VERSION, "rig": "surround", "cameras": names,
              "image_scale": image_scale, "lidar": lidar, "teacher": teacher.name,
              "frames": old.get("frames", []), "val": old.get("val", [])}
@@ -86,15 +85,17 @@ def build_surround_cache(out, seeds: Sequence[int], *, frames_per_drive: int = 8
     return index
 
 
-def _check_same_sensors(out: Path, lidar: str, image_scale: float, teacher: str) -> None:
-    """A cache folder holds one LiDAR, image scale and teacher: adding drives of others to it
-    would mix them silently (its frames are kept, not rebuilt), so that is refused."""
-    index = json.loads((out / "index.json").read_text()) if (out / "index.json").exists() else None
+def _index_of_same_sensors(out: Path, lidar: str, image_scale: float, teacher: str) -> dict:
+    """The folder's index ({} when new). A cache folder holds one LiDAR, image scale and
+    teacher: adding drives of others to it would mix them silently (its frames are kept, not
+    rebuilt), so that is refused."""
+    index = json.loads((out / "index.json").read_text()) if (out / "index.json").exists() else {}
     had = index and (index.get("lidar"), float(index["image_scale"]), index.get("teacher"))
     if had and had != (lidar, float(image_scale), teacher):
         raise ValueError(f"{out} holds a surround cache of LiDAR {had[0]!r} at image scale "
                          f"{had[1]} with teacher {had[2]}; asked for {lidar!r} at {image_scale} "
                          f"with {teacher}: build it into another folder")
+    return index
 
 
 def load_surround_index(root) -> dict:
