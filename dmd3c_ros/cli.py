@@ -270,15 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Commands whose timing is the product's: they tune malloc as the nodes do (core.memory).
+# Commands whose timing is the product's: they set up the process as the nodes do (core.process).
 RUNTIME_COMMANDS = ("complete", "eval", "bench")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in RUNTIME_COMMANDS:
-        from .core.memory import keep_freed_memory
-        keep_freed_memory()
+        from .core.process import prepare_process
+        prepare_process()
     from .core.camera import CalibrationError
     from .core.io import InputFileError
     from .runtime.base import BackendError

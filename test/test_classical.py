@@ -75,3 +75,67 @@ def test_real_kitti_frame_accuracy(kitti_dc):
     assert metrics["pixels"] == np.count_nonzero(gt)  # every ground-truth pixel scored
     assert metrics["rmse_mm"] <= 1100.0
     assert metrics["mae_mm"] <= 300.0
+
+
+def _awkward_sparse(height: int, width: int, seed: int) -> np.ndarray:
+    """Returns of every kind the completion must handle: NaN, inf, negatives, beyond and exactly
+    at the pivot."""
+    rng = np.random.default_rng(seed)
+    sparse = np.zeros((height, width), np.float32)
+    hit = rng.random(sparse.shape) < 0.05
+    sparse[hit] = rng.uniform(-5.0, 140.0, int(hit.sum()))
+    sparse[rng.random(sparse.shape) < 0.005] = np.nan
+    sparse[rng.random(sparse.shape) < 0.002] = np.inf
+    sparse[rng.random(sparse.shape) < 0.002] = 100.0
+    return sparse
+
+
+@pytest.mark.parametrize("width", [300, 777, 1242, 1600])
+def test_strips_give_the_same_answer_bit_for_bit(width):
+    sparse = _awkward_sparse(120, width, seed=width)
+    one = complete_classical(sparse, threads=1)
+    assert np.isfinite(one).any()
+    for threads in (None, 2, 3, 4):
+        np.testing.assert_array_equal(complete_classical(sparse, threads=threads).view(np.uint32),
+                                      one.view(np.uint32))
+
+
+def test_strips_on_the_real_kitti_frame(kitti_dc):
+    sparse = read_kitti_depth(kitti_dc / "velodyne_raw_02.png")
+    one = complete_classical(sparse, threads=1)
+    for threads in (2, 4):
+        np.testing.assert_array_equal(complete_classical(sparse, threads=threads).view(np.uint32),
+                                      one.view(np.uint32))
+
+
+def test_threads_must_be_positive():
+    with pytest.raises(ValueError, match="threads"):
+        complete_classical(np.zeros((4, 4), np.float32), threads=0)
+
+
+def _complete_in_child(queue):
+    queue.put(float(np.nansum(complete_classical(_awkward_sparse(60, 1024, 1), threads=4))))
+
+
+def test_a_forked_child_completes_in_strips_after_its_parent_did():
+    """The strips' worker threads are not inherited by fork: the child must make its own."""
+    import multiprocessing
+    expected = float(np.nansum(complete_classical(_awkward_sparse(60, 1024, 1), threads=4)))
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_complete_in_child, args=(queue,))
+    child.start()
+    try:
+        assert queue.get(timeout=60) == expected
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (4, 1), (4, 4), (2, 3)])
+def test_tiny_images_are_completed(shape):
+    """OpenCV takes a 4x1 or 1x4 array for a scalar; the completion must not be fooled."""
+    sparse = np.zeros(shape, np.float32)
+    sparse[0, 0] = 5.0
+    np.testing.assert_allclose(complete_classical(sparse), 5.0, atol=1e-4)

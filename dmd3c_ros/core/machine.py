@@ -1,6 +1,7 @@
 """What machine a figure was measured on (benchmarks, the variants table)."""
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -16,4 +17,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-__all__ = ["cpu_model"]
+def cpu_cores() -> int:
+    """CPU cores this process may use (the affinity mask, e.g. a container's quota)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+__all__ = ["cpu_cores", "cpu_model"]

@@ -10,8 +10,8 @@ of 13.5-19.6 ms, and in a quiet half hour the completion node's in-node p50 was 
 61-76 ms without (``docs/benchmarks.md``, "Keeping freed memory"), for a few megabytes more
 resident memory. Either setting alone is slower than neither.
 
-The nodes and the ``dmd3c`` commands that run a backend call :func:`keep_freed_memory` once at
-start. It changes nothing where the environment already sets glibc's ``MALLOC_MMAP_THRESHOLD_``
+The nodes and the ``dmd3c`` commands that run a backend apply it once at start
+(``core.process``). It changes nothing where the environment already sets glibc's ``MALLOC_MMAP_THRESHOLD_``
 or ``MALLOC_TRIM_THRESHOLD_`` (the user's choice), with ``DMD3C_KEEP_FREED_MEMORY=0``, or
 without glibc.
 """
@@ -27,25 +27,9 @@ TRIM_THRESHOLD = 256 << 20   # bytes of freed heap kept at its top before trimmi
 OPT_OUT = "DMD3C_KEEP_FREED_MEMORY"
 _GLIBC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
-_done: str | None = None
-
-
 def keep_freed_memory() -> str:
-    """Apply the settings of the module docstring once per process; returns what was done, as
-    one line for a log (the same line on later calls)."""
-    global _done
-    if _done is None:
-        _done = _apply()
-    return _done
-
-
-def applied() -> str | None:
-    """The line :func:`keep_freed_memory` returned in this process, or None before any call
-    (reports ask this: describing the process must not change it)."""
-    return _done
-
-
-def _apply() -> str:
+    """Apply the settings of the module docstring; returns what was done, as one line for a
+    log."""
     if os.environ.get(OPT_OUT, "1") == "0":
         return f"malloc left as it is ({OPT_OUT}=0)"
     named = [name for name in _GLIBC_VARIABLES if name in os.environ]
@@ -68,4 +52,4 @@ def _apply() -> str:
             f"M_TRIM_THRESHOLD {TRIM_THRESHOLD >> 20} MiB; {OPT_OUT}=0 turns it off)")
 
 
-__all__ = ["applied", "keep_freed_memory"]
+__all__ = ["OPT_OUT", "keep_freed_memory"]

@@ -54,7 +54,7 @@ from typing import Callable
 
 from dmd3c_ros.core.config import BACKENDS, PRECISIONS
 from dmd3c_ros.core.io import write_json
-from dmd3c_ros.runtime.onnxruntime_backend import cpu_cores
+from dmd3c_ros.core.machine import cpu_cores
 
 # The parts; load_frame, synthetic_frame, TENSORRT_SKIPPED and format_soak are imported from
 # here by gpu_check and the tests.

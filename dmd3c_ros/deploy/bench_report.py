@@ -10,10 +10,9 @@ import sys
 import cv2
 import numpy as np
 
-from dmd3c_ros.core.machine import cpu_model
-from dmd3c_ros.core import memory
+from dmd3c_ros.core.machine import cpu_cores, cpu_model
+from dmd3c_ros.core import process
 from dmd3c_ros.runtime import factory
-from dmd3c_ros.runtime.onnxruntime_backend import cpu_cores
 
 from .bench_measure import STAGES
 
@@ -31,7 +30,8 @@ def machine_info() -> dict:
             "platform": platform.platform(), "python": platform.python_version(),
             "numpy": np.__version__, "opencv": cv2.__version__,
             "onnxruntime": _version("onnxruntime"),
-            "malloc": memory.applied() or "malloc as it comes (not set in this process)"}
+            **(process.applied() or {"malloc": "malloc as it comes (not set in this process)",
+                                     "blas": "BLAS threads as they come (not set)"})}
     if "torch" in sys.modules:
         info["torch"] = _version("torch")
     if factory.tensorrt_installed():
@@ -59,6 +59,7 @@ def format_markdown(result: dict) -> str:
              f"onnxruntime {m['onnxruntime']}, OpenCV {m['opencv']}"
              + (f", load average {m['load_average']}" if "load_average" in m else ""),
              *([f"- Memory: {m['malloc']}"] if "malloc" in m else []),
+             *([f"- BLAS: {m['blas']}"] if "blas" in m else []),
              f"- Command: `{result['command']}`",
              f"- Date: {result['date']}",
              f"- Frame: {result['data']} ({result['lidar_points']} LiDAR points); "

@@ -30,7 +30,8 @@ from dmd3c_ros.core.projection import project_to_depth
 from dmd3c_ros.core.io import write_json
 from dmd3c_ros.deploy.bench import choose_frame, machine_info
 from dmd3c_ros.paths import default_model_spec
-from dmd3c_ros.runtime.onnxruntime_backend import SPINNING, OnnxRuntimeBackend, cpu_cores
+from dmd3c_ros.core.machine import cpu_cores
+from dmd3c_ros.runtime.onnxruntime_backend import SPINNING, OnnxRuntimeBackend
 from dmd3c_ros.runtime.spec import load_spec
 
 PROG = "python -m dmd3c_ros.deploy.ort_tuning"

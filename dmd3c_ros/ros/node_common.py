@@ -16,7 +16,7 @@ from std_msgs.msg import Header
 from dmd3c_ros.core.calibration import transform_from_quaternion
 from dmd3c_ros.core.colorize import colorize_depth
 from dmd3c_ros.core.config import ConfigError, NodeConfig
-from dmd3c_ros.core.memory import keep_freed_memory
+from dmd3c_ros.core.process import prepare_process
 from dmd3c_ros.core.projection import depth_to_points
 from dmd3c_ros.core.stats import RollingStats
 from dmd3c_ros.ros.adapters import array_to_image, camera_to_camera_info, xyz_to_pointcloud2
@@ -138,12 +138,13 @@ def stamped_now(node: Node) -> Header:
 def run_node(node_class: type[Node], name: str, args=None) -> int:
     """A node's ``main``: init, spin until Ctrl-C / shutdown, clean up; 1 when it cannot
     start (the reason logged as fatal)."""
-    memory = keep_freed_memory()   # before the first frame's arrays (core.memory)
+    settings = prepare_process()   # before the first frame's arrays (core.process)
     rclpy.init(args=args)
     node = None
     try:
         node = node_class()
-        node.get_logger().info(memory)
+        for line in settings.values():
+            node.get_logger().info(line)
         rclpy.spin(node)
     except StartupError as error:
         rclpy.logging.get_logger(name).fatal(f"cannot start: {error}")

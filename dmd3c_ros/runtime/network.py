@@ -76,11 +76,14 @@ class NetworkIO:
             self._transforms[key] = InputTransform(key, self.spec.input_wh)
         return self._transforms[key]
 
-    def prepare(self, rgbs: list[np.ndarray], sparses: list[np.ndarray]
+    def prepare(self, rgbs: list[np.ndarray], sparses: list[np.ndarray], *,
+                classical_threads: int | None = None
                 ) -> tuple[dict[str, np.ndarray], list[InputTransform]]:
         """Validated frames -> ({input name: NCHW float32 array}, one transform per frame).
 
         rgbs: (H_i, W_i, 3) uint8 RGB; sparses: (H_i, W_i) float32 metres, 0 = no value.
+        classical_threads: the classical pre-step's ``threads`` (None: one per core; 1 where
+        the caller already runs frames side by side).
         """
         h, w = self.spec.input_size
         count = len(rgbs)
@@ -109,14 +112,15 @@ class NetworkIO:
             small_sparse = transform.apply_sparse(sparse)
             np.multiply(small_sparse, self._inv_scale, out=sparse_batch[index, 0])
             if classical_batch is not None and self.spec.classical_resolution == "image":
-                full = complete_classical(sparse, max_depth=float(self.spec.depth_range[1]))
+                full = complete_classical(sparse, max_depth=float(self.spec.depth_range[1]),
+                                          threads=classical_threads)
                 small = transform.apply_dense(np.nan_to_num(full, nan=0.0))
                 np.multiply(small, self._inv_scale, out=classical_batch[index, 0])
                 transforms[-1] = ClassicalFrame(transform, full, small)
             elif classical_batch is not None:
                 classical_batch[index, 0] = classical_units(
                     small_sparse, max_depth=float(self.spec.depth_range[1]),
-                    depth_scale=self.spec.depth_scale)
+                    depth_scale=self.spec.depth_scale, threads=classical_threads)
         feeds = {self.spec.rgb_input: rgb_batch, self.spec.sparse_input: sparse_batch}
         if classical_batch is not None:
             feeds[self.spec.classical_input] = classical_batch
@@ -208,11 +212,13 @@ class NetworkBackend(Backend):
         return predictions
 
     def _infer_chunk(self, rgbs: list[np.ndarray], sparses: list[np.ndarray],
-                     uncertainty: bool, run=None) -> tuple[list[Prediction], tuple]:
+                     uncertainty: bool, run=None, classical_threads: int | None = None
+                     ) -> tuple[list[Prediction], tuple]:
         """Frames of one network call -> (their predictions, milliseconds per STAGES).
-        ``run``: the call (default :meth:`_run`)."""
+        ``run``: the call (default :meth:`_run`); ``classical_threads``: as for
+        :meth:`NetworkIO.prepare`."""
         t0 = time.perf_counter()
-        feeds, transforms = self.io.prepare(rgbs, sparses)
+        feeds, transforms = self.io.prepare(rgbs, sparses, classical_threads=classical_threads)
         t1 = time.perf_counter()
         outputs = (run or self._run)(feeds)
         t2 = time.perf_counter()

@@ -25,25 +25,17 @@ dynamic, in chunks of the static batch size otherwise.
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
 
+from dmd3c_ros.core.machine import cpu_cores
 from dmd3c_ros.runtime.base import BackendError, BackendUnavailableError
 from dmd3c_ros.runtime.network import STAGES, NetworkBackend
 from dmd3c_ros.runtime.spec import ModelSpec
 
 SPINNING = "session.intra_op.allow_spinning"  # ONNX Runtime's session config key
-
-
-def cpu_cores() -> int:
-    """CPU cores this process may use (the affinity mask, e.g. a container's quota)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _import_onnxruntime():
@@ -138,8 +130,10 @@ class OnnxRuntimeBackend(NetworkBackend):
                            ThreadPoolExecutor(self.view_workers, thread_name_prefix="dmd3c-view"))
         session, pool = self._views
         run = partial(self._run, session=session)
+        # One view a worker, its classical pre-step in that worker alone (no strips).
         done = list(pool.map(lambda i: self._infer_chunk([rgbs[i]], [sparses[i]], uncertainty,
-                                                         run), range(len(rgbs))))
+                                                         run, classical_threads=1),
+                             range(len(rgbs))))
         # Milliseconds per stage summed over the views (they overlap: more than the wall time).
         self.last_timings_ms = {key: sum(spent[k] for _, spent in done)
                                 for k, key in enumerate(STAGES)}

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dmd3c_ros.core.machine import cpu_model
+from dmd3c_ros.core.machine import cpu_cores, cpu_model
 from dmd3c_ros.training.export import export_onnx, ort_session, sample_inputs
 from dmd3c_ros.training.student import VARIANTS, build_student, count_parameters, gflops
 
@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     size = tuple(args.size)
     command = " ".join(["python -m dmd3c_ros.training.variants"] + [shlex.quote(w) for w in words])
     print(f"Command: `{command}`")
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    print(f"Machine: {os.cpu_count()} CPUs" + (f" ({affinity} usable)" if affinity else "")
+    print(f"Machine: {os.cpu_count()} CPUs ({cpu_cores()} usable)"
           + f", {cpu_model()}; onnxruntime {onnxruntime.__version__}, torch {torch.__version__}")
     print(f"Input {size[0]}x{size[1]}, batch 1, LiDAR-like sparse input; {args.threads} intra-op "
           f"threads; median and p90 of {args.repeat} runs after {WARMUP} warm-up runs.")
