@@ -149,15 +149,20 @@ def test_onnxruntime_session_options(float_spec):
                                  session_config={"session.intra_op.allow_spinning": "0"})
     assert backend.graph_optimization == "basic"
     assert backend.session_config == {"session.intra_op.allow_spinning": "0"}
-    # Ours by default: worker threads sleep between runs; spinning=True or an entry brings
-    # ONNX Runtime's own default back, and an explicit entry wins over the flag.
+    # Ours by default: worker threads spin while a run lasts and sleep after it; the other
+    # modes and explicit entries override it, an explicit entry winning over the mode.
     spec = load_spec(float_spec)
-    assert OnnxRuntimeBackend(spec).session_config == {"session.intra_op.allow_spinning": "0"}
-    assert OnnxRuntimeBackend(spec, spinning=True).session_config == {
+    assert OnnxRuntimeBackend(spec).session_config == {
+        "session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"}
+    assert OnnxRuntimeBackend(spec, spinning="always").session_config == {
         "session.intra_op.allow_spinning": "1"}
-    assert OnnxRuntimeBackend(spec, spinning=True, session_config={
+    assert OnnxRuntimeBackend(spec, spinning="off").session_config == {
+        "session.intra_op.allow_spinning": "0"}
+    assert OnnxRuntimeBackend(spec, spinning="always", session_config={
         "session.intra_op.allow_spinning": "0"}).session_config == {
         "session.intra_op.allow_spinning": "0"}
+    with pytest.raises(ValueError, match="spinning"):
+        OnnxRuntimeBackend(spec, spinning=True)
     with pytest.raises(ValueError, match="graph_optimization"):
         OnnxRuntimeBackend(load_spec(float_spec), graph_optimization="max")
 
@@ -167,15 +172,15 @@ def test_ort_tuning_table(float_spec, tmp_path, capsys):
     from dmd3c_ros.deploy import ort_tuning
     report = tmp_path / "tuning.json"
     assert ort_tuning.main(["--model", float_spec, "--frames", "2", "--warmup", "1",
-                            "--threads", "1", "--spinning", "1", "0", "--graph-optimization",
+                            "--threads", "1", "--spinning", "run", "off", "--graph-optimization",
                             "all", "--gap", "0", "--json", str(report)]) == 0
     result = json.loads(report.read_text())
     assert result["gap_s"] == 0.0
-    assert set(result["sessions"]) == {"threads 1, spinning on, all",
+    assert set(result["sessions"]) == {"threads 1, spinning run, all",
                                        "threads 1, spinning off, all"}
     assert all(row[f"{way}_p90_ms"] >= row[f"{way}_median_ms"] > 0
                for row in result["sessions"].values() for way in ("network", "frame"))
-    assert result["default"].endswith("spinning off, all")  # the backend's default
+    assert result["default"].endswith("spinning run, all")  # the backend's default
     table = capsys.readouterr().out
     assert table.count("| threads 1, spinning") == 2
     assert "`python -m dmd3c_ros.deploy.ort_tuning --model" in table

@@ -1,10 +1,10 @@
 """ONNX Runtime session options side by side for a model on this machine's CPU.
 
-``python -m dmd3c_ros.deploy.ort_tuning [--model YAML] [--threads 1 2] [--spinning 1 0]
+``python -m dmd3c_ros.deploy.ort_tuning [--model YAML] [--threads 1 2] [--spinning run off]
 [--graph-optimization all extended] [--frames 30] [--gap 0.05] [--json PATH]``
 
-Every combination of intra-op threads, spinning worker threads (ONNX Runtime's
-``session.intra_op.allow_spinning``) and graph optimisation level gets its own session, timed on
+Every combination of intra-op threads, spinning worker threads (``OnnxRuntimeBackend``'s
+``spinning``: while a run lasts, always or never) and graph optimisation level gets its own session, timed on
 the KITTI sample frame (or the bench's synthetic frame) two ways: the network alone
 (``OnnxRuntimeBackend._run`` on the prepared input) and the whole frame as the
 node runs it (``infer``: the pre-step, the network, mapping the output back), the sessions
@@ -12,7 +12,7 @@ interleaved frame by frame in one process so that their ratios hold on a busy ma
 ``--gap`` seconds of idle before each timed call (a node's frames come apart, and workers left
 spinning after one session's run would otherwise slow the next session's call). Prints
 the command, the machine and a Markdown table (median and p90 ms, ratio to the backend's
-default: all cores, no spinning, "all"), sorted by the whole frame: the figure a node sees
+default: all cores, spinning while a run lasts, "all"), sorted by the whole frame: the figure a node sees
 (docs/benchmarks.md).
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from dmd3c_ros.core.io import write_json
 from dmd3c_ros.deploy.bench import choose_frame, machine_info
 from dmd3c_ros.paths import default_model_spec
 from dmd3c_ros.core.machine import cpu_cores
-from dmd3c_ros.runtime.onnxruntime_backend import SPINNING, OnnxRuntimeBackend
+from dmd3c_ros.runtime.onnxruntime_backend import SPINNING_MODES, OnnxRuntimeBackend
 from dmd3c_ros.runtime.spec import load_spec
 
 PROG = "python -m dmd3c_ros.deploy.ort_tuning"
@@ -41,7 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="model spec YAML (default: the shipped student)")
     parser.add_argument("--threads", type=int, nargs="+", default=[cpu_cores(), 1])
-    parser.add_argument("--spinning", type=int, nargs="+", choices=(0, 1), default=[1, 0])
+    parser.add_argument("--spinning", nargs="+", choices=sorted(SPINNING_MODES),
+                        default=["always", "run", "off"])
     parser.add_argument("--graph-optimization", nargs="+", default=["all", "extended"],
                         choices=("basic", "extended", "all"))
     parser.add_argument("--frames", type=int, default=30, help="timed frames per session")
@@ -65,10 +66,9 @@ def run(args, argv: list[str]) -> dict:
     sessions = {}
     for threads, spinning, level in itertools.product(args.threads, args.spinning,
                                                       args.graph_optimization):
-        label = f"threads {threads}, spinning {'on' if spinning else 'off'}, {level}"
+        label = f"threads {threads}, spinning {spinning}, {level}"
         sessions[label] = OnnxRuntimeBackend(spec, intra_op_threads=threads,
-                                             graph_optimization=level,
-                                             session_config={SPINNING: str(spinning)})
+                                             graph_optimization=level, spinning=spinning)
     # The network input of the frame, prepared once as the node prepares it.
     sparse = project_to_depth(frame.points, frame.camera, frame.lidar_to_camera)
     feeds, _ = next(iter(sessions.values())).io.prepare([frame.rgb], [sparse])
@@ -89,7 +89,7 @@ def run(args, argv: list[str]) -> dict:
                     for stat, value in (("median_ms", float(np.median(times[label, way]))),
                                         ("p90_ms", float(np.percentile(times[label, way], 90))))}
             for label in sessions}
-    default = f"threads {cpu_cores()}, spinning off, all"
+    default = f"threads {cpu_cores()}, spinning run, all"
     return {"command": " ".join([PROG] + [shlex.quote(a) for a in argv]),
             "machine": machine_info(), "model": str(spec.path), "input_size": spec.input_size,
             "frame": frame.source, "sparse_pixels": int(np.count_nonzero(sparse)),

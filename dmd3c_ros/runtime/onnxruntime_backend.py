@@ -2,17 +2,19 @@
 
 The session uses every graph optimisation, the CUDA execution provider first when this
 onnxruntime build has it and the CPU provider always, and ``intra_op_threads`` threads (default:
-the number of CPU cores), with ONNX Runtime's worker threads NOT spinning between runs
-(``spinning=False``): a frame's Python and OpenCV steps (projection, the classical pre-step,
-publishing) and the node's message handling run beside and between network runs, and spinning
-workers take the cores from them. On 2 cores that halved the completion node's latency
-(docs/benchmarks.md, "Spinning"), although the network alone, run back to back, is faster with
-spinning (``python -m dmd3c_ros.deploy.ort_tuning`` times both). Workers that spin only while a
-run lasts (``session_config={"session.intra_op.allow_spinning": "1",
-"session.force_spinning_stop": "1"}``) made the node's network stage 1.4x as long (38-41
-against 26-30 ms, docs/benchmarks.md, round 4). ``graph_optimization``, ``spinning`` and
-``session_config`` (ONNX Runtime session config entries, which win over ``spinning``) override
-them.
+the number of CPU cores), with ONNX Runtime's worker threads spinning only while a run lasts
+(``spinning="run"``: ``session.intra_op.allow_spinning`` and ``session.force_spinning_stop``):
+between an operator's parallel parts they wait spinning, not sleeping, and after the run they
+sleep, so that a frame's Python and OpenCV steps (projection, the classical pre-step, publishing)
+and the node's message handling have the cores between network runs. Workers spinning after a run
+too (``"always"``, ONNX Runtime's own default) took those cores: on 2 cores that halved the
+completion node's latency (docs/benchmarks.md, "Spinning"). Sleeping workers (``"off"``, the
+default until round 8) cost the node's network stage 1.8-3.6 ms a frame more than ``"run"`` in
+six alternating node runs (docs/benchmarks.md, "Round 8"; round 4 had found ``"run"`` slower, but
+then numpy's OpenBLAS spun on the second core after every frame, ``core/blas.py``).
+``python -m dmd3c_ros.deploy.ort_tuning`` times the three. ``graph_optimization``, ``spinning``
+and ``session_config`` (ONNX Runtime session config entries, which win over ``spinning``)
+override them.
 
 Several frames in one call (the views of a sweep): on the CPU they run as single frames on
 ``view_workers`` threads (default: the CPU cores), each through a second, one-thread session;
@@ -35,7 +37,11 @@ from dmd3c_ros.runtime.base import BackendError, BackendUnavailableError
 from dmd3c_ros.runtime.network import STAGES, NetworkBackend
 from dmd3c_ros.runtime.spec import ModelSpec
 
-SPINNING = "session.intra_op.allow_spinning"  # ONNX Runtime's session config key
+SPINNING = "session.intra_op.allow_spinning"  # ONNX Runtime's session config keys
+SPINNING_STOP = "session.force_spinning_stop"
+SPINNING_MODES = {"off": {SPINNING: "0"},                        # workers sleep when idle
+                  "run": {SPINNING: "1", SPINNING_STOP: "1"},    # spin while a run lasts
+                  "always": {SPINNING: "1"}}                     # ONNX Runtime's own default
 
 
 def _import_onnxruntime():
@@ -61,10 +67,10 @@ class OnnxRuntimeBackend(NetworkBackend):
             model's static batch size.
         graph_optimization: "basic", "extended" or "all" (ONNX Runtime's graph optimisation
             levels; "all" adds the layout transformations, NCHWc on x86).
-        spinning: let ONNX Runtime's worker threads spin after a run (its own default);
-            False (ours) puts them to sleep.
-        session_config: ONNX Runtime session config entries {key: value}; an entry for
-            ``session.intra_op.allow_spinning`` wins over ``spinning``.
+        spinning: when ONNX Runtime's idle worker threads spin instead of sleeping: "run"
+            (ours: while a run lasts), "always" (ONNX Runtime's own default) or "off".
+        session_config: ONNX Runtime session config entries {key: value}; they win over
+            ``spinning`` (a ``session.intra_op.allow_spinning`` entry replaces its entries).
         view_workers: threads that run the frames of one call side by side on the CPU
             (module docstring); None = the CPU cores, 1 = one batched call.
     """
@@ -73,7 +79,7 @@ class OnnxRuntimeBackend(NetworkBackend):
 
     def __init__(self, spec: ModelSpec, *, intra_op_threads: int | None = None,
                  providers: list[str] | None = None, max_batch: int | None = None,
-                 graph_optimization: str = "all", spinning: bool = False,
+                 graph_optimization: str = "all", spinning: str = "run",
                  session_config: dict[str, str] | None = None,
                  view_workers: int | None = None) -> None:
         super().__init__(spec)
@@ -85,8 +91,13 @@ class OnnxRuntimeBackend(NetworkBackend):
             raise ValueError(f"graph_optimization must be one of {sorted(levels)}, got "
                              f"{graph_optimization!r}")
         self._level = levels[graph_optimization]
-        entries = {SPINNING: "1" if spinning else "0"}
-        entries.update({str(k): str(v) for k, v in (session_config or {}).items()})
+        if spinning not in SPINNING_MODES:
+            raise ValueError(f"spinning must be one of {sorted(SPINNING_MODES)}, got "
+                             f"{spinning!r}")
+        given = {str(k): str(v) for k, v in (session_config or {}).items()}
+        # An explicit allow_spinning entry replaces the mode's entries altogether.
+        entries = {} if SPINNING in given else dict(SPINNING_MODES[spinning])
+        entries.update(given)
         self.session_config = entries
         threads = int(intra_op_threads) if intra_op_threads else cpu_cores()  # None/0: all
         if threads < 1:
