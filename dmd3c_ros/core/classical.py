@@ -15,7 +15,7 @@ Morphological operations dilate the LARGER value, so depths are first inverted
 Every step is local across columns (none reaches more than 28 pixels sideways, steps 1-6 together)
 and step 4 works column by column, so the image is completed in vertical strips, one per usable
 core, each with 32 columns of its neighbours' context: the answer is the same bit for bit
-whatever the number of strips, and about 1.5x faster on two cores (``docs/benchmarks.md``).
+whatever the number of strips, and 1.3-1.6x faster on two cores (``docs/benchmarks.md``, "Round 8").
 """
 from __future__ import annotations
 

@@ -11,9 +11,9 @@ of 13.5-19.6 ms, and in a quiet half hour the completion node's in-node p50 was 
 resident memory. Either setting alone is slower than neither.
 
 The nodes and the ``dmd3c`` commands that run a backend apply it once at start
-(``core.process``). It changes nothing where the environment already sets glibc's ``MALLOC_MMAP_THRESHOLD_``
-or ``MALLOC_TRIM_THRESHOLD_`` (the user's choice), with ``DMD3C_KEEP_FREED_MEMORY=0``, or
-without glibc.
+(``core.process``). It changes nothing where the environment already sets glibc's
+``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` (the user's choice), with
+``DMD3C_KEEP_FREED_MEMORY=0``, or without glibc.
 """
 from __future__ import annotations
 

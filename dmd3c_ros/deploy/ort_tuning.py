@@ -4,16 +4,16 @@
 [--graph-optimization all extended] [--frames 30] [--gap 0.05] [--json PATH]``
 
 Every combination of intra-op threads, spinning worker threads (``OnnxRuntimeBackend``'s
-``spinning``: while a run lasts, always or never) and graph optimisation level gets its own session, timed on
-the KITTI sample frame (or the bench's synthetic frame) two ways: the network alone
-(``OnnxRuntimeBackend._run`` on the prepared input) and the whole frame as the
-node runs it (``infer``: the pre-step, the network, mapping the output back), the sessions
-interleaved frame by frame in one process so that their ratios hold on a busy machine, with
+``spinning``: while a run lasts, always or never) and graph optimisation level gets its own
+session, timed on the KITTI sample frame (or the bench's synthetic frame) two ways: the network
+alone (``OnnxRuntimeBackend._run`` on the prepared input) and the whole frame as the node runs
+it (``infer``: the pre-step, the network, mapping the output back), the sessions interleaved
+frame by frame in one process so that their ratios hold on a busy machine, with
 ``--gap`` seconds of idle before each timed call (a node's frames come apart, and workers left
 spinning after one session's run would otherwise slow the next session's call). Prints
 the command, the machine and a Markdown table (median and p90 ms, ratio to the backend's
-default: all cores, spinning while a run lasts, "all"), sorted by the whole frame: the figure a node sees
-(docs/benchmarks.md).
+default: all cores, spinning while a run lasts, "all"), sorted by the whole frame: the figure a
+node sees (docs/benchmarks.md).
 """
 from __future__ import annotations
 
