@@ -14,7 +14,7 @@ from dmd3c_ros.core.nuscenes_sample import CAMERAS, load_nuscenes_sample, ring_o
 from dmd3c_ros.core.projection import project_to_depth
 from dmd3c_ros.core.surround import (FIGURES, fuse_views, mean_figures, overlap_disagreement,
                                      pair_disagreement, ring_pairs, seam_map)
-from dmd3c_ros.evaluation.lidar_split import holdout_every_mask, split_sweep
+from dmd3c_ros.evaluation.lidar_split import every_nth, holdout_every_mask, split_sweep
 
 CAMERA = PinholeCamera.from_intrinsics(80.0, 80.0, 63.5, 47.5, 128, 96)
 PLANE_Z = 12.0  # metres: a wall at LiDAR-frame z = 12 (LiDAR frame: z forward here)
@@ -257,3 +257,10 @@ def test_load_nuscenes_sample_real(nuscenes_sample):
     for cam in sample.cameras:
         assert cam.rgb.shape == (900, 1600, 3) and cam.camera.size == (1600, 900)
         assert cam.stamp is not None and abs(cam.stamp - sample.lidar_stamp) < 0.1  # seconds
+
+
+def test_hold_out_words_use_the_right_ordinal():
+    assert [every_nth(n) for n in (2, 3, 4, 5, 11, 12, 13, 21, 22, 101)] == [
+        "every 2nd point", "every 3rd point", "every 4th point", "every 5th point",
+        "every 11th point", "every 12th point", "every 13th point", "every 21st point",
+        "every 22nd point", "every 101st point"]

@@ -96,6 +96,13 @@ def check_holdout(every: int, offset: int = 0) -> tuple[int, int]:
     return every, offset
 
 
+def every_nth(every: int) -> str:
+    """Words for the hold-out: "every 2nd point", "every 5th point", "every 21st point"."""
+    n = int(every)
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"every {n}{suffix} point"
+
+
 def holdout_every_mask(count: int, every: int, offset: int = 0) -> np.ndarray:
     """(count,) bool: True for every ``every``-th point (index % every == offset; every=5 holds
     out 20 %, offsets 0-4 the five disjoint fifths). Deterministic: no seed, the same points for

@@ -31,7 +31,7 @@ import numpy as np
 from dmd3c_ros.core.config import BACKENDS
 from dmd3c_ros.core.io import write_json
 
-from .lidar_split import check_holdout
+from .lidar_split import check_holdout, every_nth
 from .offline import evaluate
 from .surround import evaluate_surround
 
@@ -180,7 +180,7 @@ def _cell(figures: dict | None, name: str = "ratio", unit: str = "x") -> str:
 def markdown(result: dict, command: str) -> str:
     names = result["runs"]
     nuscenes = result.get("kind") == "nuscenes"
-    held = (f"every {result['holdout_every']}th point of the sweep held out (index % "
+    held = (f"{every_nth(result['holdout_every'])} of the sweep held out (index % "
             f"{result['holdout_every']} == seed); the mean over the cameras, RMSE / MAE mm "
             f"(RMSE as a multiple of {names[0]}'s; the worst camera's multiple; the median "
             f"cross-view disagreement, mean of the pairs, %)" if nuscenes else

@@ -50,7 +50,7 @@ from dmd3c_ros.core.surround import (mean_figures, pair_disagreement, ring_index
                                      ring_pairs)
 from dmd3c_ros.runtime.pipeline import View
 
-from .lidar_split import split_sweep
+from .lidar_split import every_nth, split_sweep
 from .offline import create_runs
 from .report import _fmt
 from .seams import MAX_PCT, write_seam_picture
@@ -165,7 +165,7 @@ def evaluate_surround(folder, *, backends=("auto",), models=(), holdout_every: i
     run_info = {
         "source": str(folder), "kind": "nuscenes", "cameras": names,
         "ring_pairs": [pair_key(a, b) for a, b in ring_pairs(names)],
-        "gt": f"lidar holdout: every {int(holdout_every)}th point of the sweep (index % "
+        "gt": f"lidar holdout: {every_nth(holdout_every)} of the sweep (index % "
               f"{int(holdout_every)} == {int(holdout_offset)}), projected into each camera",
         "holdout_every": int(holdout_every), "holdout_offset": int(holdout_offset),
         "points_total": int(len(sample.points)),
