@@ -28,6 +28,7 @@ import numpy as np
 
 from dmd3c_ros.core.projection import project_to_depth
 from dmd3c_ros.core.io import write_json
+from dmd3c_ros.core.process import prepare_process
 from dmd3c_ros.deploy.bench import choose_frame, machine_info
 from dmd3c_ros.paths import default_model_spec
 from dmd3c_ros.core.machine import cpu_cores
@@ -124,6 +125,7 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    prepare_process()  # as the node's process is set up (core.process)
     result = run(args, argv)
     if args.json:
         write_json(args.json, result)

@@ -25,6 +25,7 @@ from dmd3c_ros.core.camera import CalibrationError
 from dmd3c_ros.core.colorize import colorize_depth
 from dmd3c_ros.core.config import BACKENDS
 from dmd3c_ros.core.io import InputFileError, write_kitti_depth, write_rgb
+from dmd3c_ros.core.process import prepare_process
 from dmd3c_ros.paths import kitti_sample_dir
 from dmd3c_ros.ros.feeder import StreamDriver, StreamReport, load_kitti_frame
 from dmd3c_ros.ros.graph import (NodeProcess, NodeProcessError, free_domain_id,
@@ -113,6 +114,7 @@ def write_outputs(out: Path, driver: StreamDriver, report: StreamReport, extra: 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    prepare_process()  # the feeder shares the cores with the node: no spinning BLAS here
     try:
         frame = load_kitti_frame(args.data)
     except (InputFileError, CalibrationError) as error:

@@ -34,6 +34,7 @@ from dmd3c_ros.core.colorize import colorize_depth
 from dmd3c_ros.core.config import BACKENDS
 from dmd3c_ros.core.io import InputFileError, write_rgb
 from dmd3c_ros.core.nuscenes_sample import NuScenesSample, load_nuscenes_sample
+from dmd3c_ros.core.process import prepare_process
 from dmd3c_ros.paths import nuscenes_sample_dir
 from dmd3c_ros.ros.adapters import (array_to_image, camera_to_camera_info, depth_image_to_metres,
                                     xyz_to_pointcloud2)
@@ -180,6 +181,7 @@ def _say(text: str) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    prepare_process()  # the feeder shares the cores with the node: no spinning BLAS here
     try:
         sample = load_nuscenes_sample(args.data)
     except (InputFileError, OSError, ValueError) as error:
