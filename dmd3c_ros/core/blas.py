@@ -5,7 +5,7 @@ product its idle workers busy-wait (OpenBLAS's thread timeout, about a tenth of 
 they sleep. The only products of a frame are tiny (the LiDAR projection: a sweep times a 3x3 or
 3x4 matrix), so the pool gains nothing there, and its spinning workers then hold the second core
 while ONNX Runtime's two threads and the classical strips (``core.classical``) want it. On 2
-cores, limiting BLAS to one thread took the KITTI frame's network stage from 36-44 ms to 29-32 ms
+cores, limiting BLAS to one thread took the KITTI frame's network stage from 39-44 ms to 30-32 ms
 and let the classical step's strips win (``docs/benchmarks.md``, "Round 8").
 
 The nodes and the ``dmd3c`` commands that run a backend apply it once at start
