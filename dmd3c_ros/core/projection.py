@@ -55,7 +55,7 @@ def _visible_pixels(points, camera: PinholeCamera, lidar_to_camera, min_depth: f
     M = _pixel_matrix(camera, lidar_to_camera)
     low, high = max(min_depth, 1e-6), max_depth
     xyz = points[:, :3]
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         if xyz.dtype == np.float32:  # a cheap float32 pre-selection with a margin ...
             rough = xyz @ M[2, :3].astype(np.float32) + np.float32(M[2, 3])
             margin = 1e-3 * (1.0 + np.abs(rough))
@@ -66,11 +66,11 @@ def _visible_pixels(points, camera: PinholeCamera, lidar_to_camera, min_depth: f
         near = np.take(points, index, axis=0)[:, :3].astype(np.float64)  # rows: fast gather
         pixels = near @ np.ascontiguousarray(M[:, :3].T) + M[:, 3]
         depth = pixels[:, 2]
-        keep = (depth >= low) & (depth <= high)  # NaN fails
-        index, pixels, depth = index[keep], pixels[keep], depth[keep]
+        # Pixels of every point left, then one mask (out-of-range depths give any u, v: masked).
         u = np.floor(pixels[:, 0] / depth + 0.5)  # nearest pixel centre
         v = np.floor(pixels[:, 1] / depth + 0.5)
-        inside = (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
+        inside = ((depth >= low) & (depth <= high)  # NaN fails
+                  & (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height))
     return (index[inside], u[inside].astype(np.int64), v[inside].astype(np.int64),
             depth[inside])
 
