@@ -16,7 +16,7 @@ BLAS may use (``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``
 """
 from __future__ import annotations
 
-import os
+from dmd3c_ros.core.machine import environment_keeps
 
 OPT_OUT = "DMD3C_SINGLE_THREAD_BLAS"
 _THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
@@ -26,11 +26,9 @@ _THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS
 def single_thread_blas() -> str:
     """Limit every loaded BLAS library to one thread (see the module docstring); returns what
     was done, as one line for a log."""
-    if os.environ.get(OPT_OUT, "1") == "0":
-        return f"BLAS threads left as they are ({OPT_OUT}=0)"
-    named = [name for name in _THREAD_VARIABLES if name in os.environ]
-    if named:
-        return f"BLAS threads left to the environment ({', '.join(named)})"
+    kept = environment_keeps("BLAS threads", OPT_OUT, _THREAD_VARIABLES, plural=True)
+    if kept:
+        return kept
     try:
         import cv2  # noqa: F401  (numpy and OpenCV each bring an OpenBLAS: load both first,
         import numpy  # noqa: F401  so that the limit reaches them)

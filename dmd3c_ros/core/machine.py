@@ -1,4 +1,5 @@
-"""What machine a figure was measured on (benchmarks, the variants table)."""
+"""What machine a figure was measured on (benchmarks, the variants table), what this process may
+use, and where the environment has the say over a process setting (``core.process``)."""
 from __future__ import annotations
 
 import os
@@ -25,4 +26,16 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-__all__ = ["cpu_cores", "cpu_model"]
+def environment_keeps(what: str, opt_out: str, variables, *, plural: bool = False
+                      ) -> str | None:
+    """The log line when the environment keeps ``what`` as it is: ``opt_out`` set to 0, or one
+    of ``variables`` (the library's own settings, the user's choice) set; None otherwise."""
+    if os.environ.get(opt_out, "1") == "0":
+        return f"{what} left as {'they are' if plural else 'it is'} ({opt_out}=0)"
+    named = [name for name in variables if name in os.environ]
+    if named:
+        return f"{what} left to the environment ({', '.join(named)})"
+    return None
+
+
+__all__ = ["cpu_cores", "cpu_model", "environment_keeps"]

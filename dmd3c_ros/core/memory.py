@@ -18,8 +18,9 @@ The nodes and the ``dmd3c`` commands that run a backend apply it once at start
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
+
+from dmd3c_ros.core.machine import environment_keeps
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # glibc's mallopt parameters (malloc.h)
 MMAP_THRESHOLD = 32 << 20    # bytes: blocks below it come from the heap, not fresh mmap pages
@@ -27,14 +28,13 @@ TRIM_THRESHOLD = 256 << 20   # bytes of freed heap kept at its top before trimmi
 OPT_OUT = "DMD3C_KEEP_FREED_MEMORY"
 _GLIBC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
+
 def keep_freed_memory() -> str:
     """Apply the settings of the module docstring; returns what was done, as one line for a
     log."""
-    if os.environ.get(OPT_OUT, "1") == "0":
-        return f"malloc left as it is ({OPT_OUT}=0)"
-    named = [name for name in _GLIBC_VARIABLES if name in os.environ]
-    if named:
-        return f"malloc left to the environment ({', '.join(named)})"
+    kept = environment_keeps("malloc", OPT_OUT, _GLIBC_VARIABLES)
+    if kept:
+        return kept
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return "malloc left as it is (not glibc)"
     try:

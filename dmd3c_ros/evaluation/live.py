@@ -55,7 +55,7 @@ def evaluate_live(source, *, backends=("auto",), models=(), image_topics=(),
         if model is not None:  # else the node's default model
             parameters["model"] = str(model)
         result = live_eval.play_and_record(source, topics=topics, progress=report,
-                                      keep=max(max_visuals, 0), node_parameters=parameters)
+                                           keep=max(max_visuals, 0), node_parameters=parameters)
         results[name], latencies[name] = result.to_results(name), list(result.latencies_ms)
         runs[name] = result.to_dict()
         truth = [distance_errors(x["depth"], x["gt"]) for x in result.samples]
