@@ -19,14 +19,10 @@ whatever the number of strips, and 1.3-1.6x faster on two cores (``docs/benchmar
 """
 from __future__ import annotations
 
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import cv2
 import numpy as np
 
-from dmd3c_ros.core.machine import cpu_cores
+from dmd3c_ros.core.strips import band_count, run_bands
 
 DIAMOND_5 = np.array([[0, 0, 1, 0, 0],
                       [0, 1, 1, 1, 0],
@@ -40,10 +36,6 @@ _MIN_VALID = 0.1  # metres; returns nearer than this are sensor noise
 STRIP_MARGIN = 32    # columns of context a strip takes from each neighbour (> 2+4+3+15+2+2 = 28)
 STRIP_ALIGN = 64     # columns
 MIN_STRIP = 256      # columns: narrower images are completed in fewer strips
-MAX_THREADS = 4
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
 
 
 def _fill_empty(depth: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -75,56 +67,26 @@ def complete_classical(sparse: np.ndarray, *, max_depth: float = 100.0,
         sparse: (H, W) float metres, 0 (or NaN / negative) = no value. Not modified.
         max_depth: metres; inversion pivot. Inputs beyond it are dropped.
         threads: strips completed side by side (None: one per usable core, at most
-            MAX_THREADS, each at least MIN_STRIP columns wide; 1: in the calling thread only).
-            The answer does not depend on it.
+            ``core.strips.MAX_THREADS``, each at least MIN_STRIP columns wide; 1: in the
+            calling thread only). The answer does not depend on it.
     Returns:
         (H, W) float32 metres, NaN where no value could be filled (e.g. an all-empty input).
     """
     depth = np.asarray(sparse, dtype=np.float32)
     if depth.ndim != 2:
         raise ValueError(f"sparse depth must be (H, W), got shape {depth.shape}")
-    if threads is not None and int(threads) < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    width = depth.shape[1]
-    count = min(int(threads) if threads else min(cpu_cores(), MAX_THREADS),
-                max(1, width // MIN_STRIP))
+    count = band_count(threads, depth.shape[1], MIN_STRIP)
     if count == 1:
         return _complete(depth, max_depth)
     out = np.empty(depth.shape, dtype=np.float32)
-    edges = [width * i // count for i in range(count + 1)]
 
-    def strip(i: int) -> None:
-        left, right = edges[i], edges[i + 1]
+    def strip(lo: int, hi: int, left: int, right: int) -> None:
         # The strip starts on a multiple of STRIP_ALIGN columns, as the image does: OpenCV's
         # vectorised filters then round every column as they do on the whole image.
-        lo = max(0, (left - STRIP_MARGIN) // STRIP_ALIGN * STRIP_ALIGN)
-        hi = min(width, right + STRIP_MARGIN)
         out[:, left:right] = _complete(depth[:, lo:hi], max_depth)[:, left - lo:right - lo]
 
-    pending = [_strip_pool().submit(strip, i) for i in range(1, count)]
-    strip(0)  # the calling thread takes the first strip
-    for job in pending:
-        job.result()
+    run_bands(depth.shape[1], count, STRIP_MARGIN, strip, align=STRIP_ALIGN)
     return out
-
-
-def _strip_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(MAX_THREADS - 1, thread_name_prefix="dmd3c-classical")
-        return _pool
-
-
-def _forget_pool() -> None:
-    """In a forked child: the parent's worker threads do not exist there (a pool believing it
-    still has them would never run a job), so the child makes its own when it needs one."""
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _complete(depth: np.ndarray, max_depth: float) -> np.ndarray:
