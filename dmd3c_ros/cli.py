@@ -231,6 +231,9 @@ def _add_export(subparsers) -> None:
                    "models/student_mono.safetensors) to join with the checkpoint's residual "
                    "student above the LiDAR's field of view; --variant names the composite "
                    "(residual_geo_above)")
+    p.add_argument("--features", choices=("auto", "outside", "graph"), default="auto",
+                   help="a residual student's feature maps: made by the runtime (outside) or "
+                   "in the graph (graph); auto (default): outside where the variant allows")
     p.set_defaults(func=_run_export)
 
 
@@ -244,7 +247,7 @@ def _run_export(args) -> int:
                             input_size=tuple(args.input_size), mono_model=args.mono_model,
                             classical_resolution=args.classical_resolution,
                             image_weights=args.image_weights, depth_scale=args.depth_scale,
-                            depth_range=args.depth_range)
+                            depth_range=args.depth_range, features=args.features)
     print(json.dumps(result, indent=1))
     return 0
 

@@ -139,7 +139,8 @@ def run_recipe(path, *, device: str | None = None, threads: int | None = None,
         result = export_student(Path(run.out) / "best.safetensors", onnx.parent, onnx.stem,
                                 input_size=tuple(item.get("input_size", (352, 1216))),
                                 mono_model=item.get("mono_model"),
-                                classical_resolution=item.get("classical_resolution", "image"))
+                                classical_resolution=item.get("classical_resolution", "image"),
+                                features=item.get("features", "auto"))
         if item["run"] in weights:  # the same weights at another input size: one copy
             result = share_weights(result, weights[item["run"]])
         weights.setdefault(item["run"], result["weights"])

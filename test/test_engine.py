@@ -173,14 +173,20 @@ def sim_feeds(student, sim_kitti):
     return list(calibration_feeds(student, calibration_samples(sim_kitti, count=8), batch=1))
 
 
-def shapes_for(spec, batch):
-    h, w = spec.input_size
-    return {spec.rgb_input: (batch, 3, h, w), spec.sparse_input: (batch, 1, h, w)}
+def shapes_for(spec, batch, h=None):
+    h = spec.input_size[0] if h is None else h
+    return {name: (batch, channels, h, spec.input_size[1]) for name, channels in spec.inputs}
+
+
+def lidar_input(spec):
+    """The input the LiDAR reaches the network through: ``sparse``, or the shipped students'
+    feature maps."""
+    return spec.inputs[1][0]
 
 
 def test_rebatch_groups_frames_into_the_engine_batch(student, sim_feeds):
     assert len(sim_feeds) == 2
-    names = (student.rgb_input, student.sparse_input)
+    names = [name for name, _ in student.inputs]
     pair = list(rebatch_feeds(sim_feeds, shapes_for(student, 2)))
     assert len(pair) == 1
     for name in names:
@@ -188,8 +194,8 @@ def test_rebatch_groups_frames_into_the_engine_batch(student, sim_feeds):
     # A last partial batch is completed with the stream's first frames (fixed-batch engines).
     three = list(rebatch_feeds(sim_feeds, shapes_for(student, 3)))
     assert len(three) == 1 and three[0][student.rgb_input].shape[0] == 3
-    np.testing.assert_array_equal(three[0][student.sparse_input][2],
-                                  sim_feeds[0][student.sparse_input][0])
+    np.testing.assert_array_equal(three[0][lidar_input(student)][2],
+                                  sim_feeds[0][lidar_input(student)][0])
     singles = list(rebatch_feeds(pair, shapes_for(student, 1)))
     assert len(singles) == 2
     np.testing.assert_array_equal(singles[1][student.rgb_input], sim_feeds[1][student.rgb_input])
@@ -200,9 +206,8 @@ def test_rebatch_rejects_feeds_that_do_not_fit(student, sim_feeds):
     with pytest.raises(ValueError, match="lacks the inputs"):
         list(rebatch_feeds([{student.rgb_input: sim_feeds[0][student.rgb_input]}],
                            shapes_for(student, 1)))
-    wrong = {student.rgb_input: (1, 3, h // 2, w), student.sparse_input: (1, 1, h // 2, w)}
     with pytest.raises(ValueError, match="the engine takes"):
-        list(rebatch_feeds(sim_feeds, wrong))
+        list(rebatch_feeds(sim_feeds, shapes_for(student, 1, h=h // 2)))
 
 
 # -- the entropy calibrator against a stand-in for pycuda's driver ----------------------------
@@ -249,16 +254,17 @@ def test_calibrator_copies_each_batch_into_buffers_allocated_once(student, sim_f
     calibrator = tensorrt_backend.EntropyCalibrator(iter(sim_feeds), tmp_path / "c.cache")
     calibrator.bind(shapes_for(student, 1))
     assert calibrator.get_batch_size() == 1  # explicit batch: the shapes carry it
-    names = [student.sparse_input, student.rgb_input]  # TensorRT's order, not the feeds'
+    inputs = list(reversed(student.inputs))  # TensorRT's order, not the feeds'
+    names = [name for name, _ in inputs]
     h, w = student.input_size
     for feed in sim_feeds:
-        sparse_ptr, rgb_ptr = calibrator.get_batch(names)
-        np.testing.assert_array_equal(device_array(fake_cuda, sparse_ptr, (1, 1, h, w)),
-                                      feed[student.sparse_input])
-        np.testing.assert_array_equal(device_array(fake_cuda, rgb_ptr, (1, 3, h, w)),
-                                      feed[student.rgb_input])
+        pointers = calibrator.get_batch(names)
+        for pointer, (name, channels) in zip(pointers, inputs):
+            np.testing.assert_array_equal(device_array(fake_cuda, pointer, (1, channels, h, w)),
+                                          feed[name])
     assert calibrator.get_batch(names) is None and calibrator.error is None
-    assert calibrator.batches == 2 and len(fake_cuda) == 2  # one buffer per input, reused
+    # one buffer per input, reused
+    assert calibrator.batches == 2 and len(fake_cuda) == len(inputs)
     calibrator.free()
     assert all(a.freed for a in fake_cuda)
 
@@ -278,7 +284,7 @@ def test_calibrator_stops_cleanly_on_a_bad_feed(student, sim_feeds, fake_cuda, t
     # TensorRT cannot take a Python exception from get_batch: it gets None, the backend the error.
     calibrator = tensorrt_backend.EntropyCalibrator([{"rgb": sim_feeds[0][student.rgb_input]}],
                                                     tmp_path / "c.cache")
-    assert calibrator.get_batch([student.rgb_input, student.sparse_input]) is None
+    assert calibrator.get_batch([student.rgb_input, lidar_input(student)]) is None
     assert isinstance(calibrator.error, ValueError) and "lacks input" in str(calibrator.error)
 
 

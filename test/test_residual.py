@@ -149,7 +149,9 @@ def test_export_parity_and_spec_of_the_new_graph(tmp_path, variant):
     spec = load_spec(result["spec"])
     assert spec.classical_input == "classical" and not spec.supports_mono
     assert spec.rgb_used == model.uses_rgb == (variant == "residual")
-    assert [name for name, _ in spec.inputs] == ["rgb", "sparse", "classical"]
+    # the full-resolution student takes the runtime's feature maps; the halved one cannot
+    second = "features" if variant == "residual" else "sparse"
+    assert [name for name, _ in spec.inputs] == ["rgb", second, "classical"]
     assert spec.depth_range == (0.5, SCALE) and spec.depth_scale == SCALE
     rng = np.random.default_rng(4)
     rgb = rng.integers(0, 256, (50, 90, 3), dtype=np.uint8)      # resized by the runtime
@@ -159,6 +161,37 @@ def test_export_parity_and_spec_of_the_new_graph(tmp_path, variant):
     np.testing.assert_allclose(a.depth, b.depth, rtol=1e-3)
     with pytest.raises(Exception, match="needs LiDAR"):
         create_backend("onnxruntime", spec).infer(rgb, None)
+
+
+def test_feature_maps_outside_the_graph_give_the_graphs_answer(tmp_path):
+    """The same weights exported with the maps made in the graph and by the runtime
+    (core.features): the same depths through ONNX Runtime and the torch backend."""
+    from safetensors.torch import save_file
+    model = _perturb(build_residual_student("residual_geo"))
+    weights = tmp_path / "geo.safetensors"
+    save_file({f"model.{k}": v.contiguous() for k, v in model.state_dict().items()},
+              str(weights), metadata={"variant": "residual_geo"})
+    specs = {where: load_spec(export_student(weights, tmp_path / where, "geo", input_size=SIZE,
+                                             depth_scale=SCALE, depth_range=(0.5, SCALE),
+                                             features=where)["spec"])
+             for where in ("graph", "outside")}
+    assert specs["graph"].features_input is None
+    assert specs["outside"].features_input == "features"
+    assert specs["outside"].torch.kwargs == {"variant": "residual_geo", "features_input": True}
+    assert "features: features" in specs["outside"].path.read_text()
+    rng = np.random.default_rng(6)
+    rgb = rng.integers(0, 256, (50, 90, 3), dtype=np.uint8)
+    sparse = np.where(rng.random((50, 90)) < 0.06, rng.uniform(2, 90, (50, 90)), 0)
+    sparse = sparse.astype(np.float32)
+    reference = create_backend("onnxruntime", specs["graph"]).infer(rgb, sparse).depth
+    assert np.isfinite(reference).any()
+    for backend in ("onnxruntime", "torch"):
+        depth = create_backend(backend, specs["outside"]).infer(rgb, sparse).depth
+        np.testing.assert_allclose(depth, reference, rtol=1e-5)
+    with pytest.raises(ValueError, match="input stride 1"):
+        export_student(weights, tmp_path / "half", "h", variant="residual_geo_half",
+                       input_size=SIZE, depth_scale=SCALE, depth_range=(0.5, SCALE),
+                       features="outside")
 
 
 def test_half_resolution_inputs_keep_the_nearest_return_and_pad_to_32():

@@ -17,7 +17,8 @@ from dmd3c_ros.runtime.factory import create_backend, resolve_backend_name  # no
 from dmd3c_ros.runtime.network import NetworkIO  # noqa: E402
 from dmd3c_ros.runtime.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 from dmd3c_ros.runtime.pipeline import CompletionPipeline  # noqa: E402
-from dmd3c_ros.runtime.spec import ModelSpec, ModelSpecError, load_spec, write_spec  # noqa: E402
+from dmd3c_ros.runtime.spec import ModelSpec, ModelSpecError, load_spec  # noqa: E402
+from dmd3c_ros.runtime.spec_write import write_spec  # noqa: E402
 from dmd3c_ros.runtime.tensorrt_backend import TensorRTBackend, engine_key  # noqa: E402
 from dmd3c_ros.runtime.torch_backend import TorchBackend  # noqa: E402
 

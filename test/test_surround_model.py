@@ -35,7 +35,8 @@ def test_surround_specs_run_the_students_networks(surround, single):
     assert surround.torch.factory == student.torch.factory
     assert surround.torch.kwargs == student.torch.kwargs
     for key in ("rgb_mean", "rgb_std", "depth_scale", "depth_range", "rgb_input",
-                "sparse_input", "classical_input", "depth_output", "uncertainty_output"):
+                "sparse_input", "features_input", "classical_input", "depth_output",
+                "uncertainty_output"):
         assert getattr(surround, key) == getattr(student, key), key
 
 

@@ -127,8 +127,9 @@ class InputTransform:
         return zbuffer(v * w + u, depth, h, w)
 
     def apply_dense(self, depth: np.ndarray) -> np.ndarray:
-        """(H, W) dense map in metres (0 = no value) -> new (h, w) float32 network-size map,
-        nearest-neighbour (values are never blended: a depth edge stays an edge)."""
+        """(H, W) dense map in metres -> new (h, w) float32 network-size map, nearest-neighbour
+        (values are copied as they are, 0 or NaN for no value alike: a depth edge stays an
+        edge)."""
         depth = np.asarray(depth, dtype=np.float32)
         self._check(depth, "depth")
         if self.is_identity:

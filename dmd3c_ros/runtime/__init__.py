@@ -10,8 +10,8 @@ from dmd3c_ros.runtime.base import (Backend, BackendError, BackendUnavailableErr
                                     MonoNotSupportedError, Prediction, validate_inputs)
 from dmd3c_ros.runtime.factory import (BACKEND_NAMES, PRECISIONS, create_backend,
                                        resolve_backend_name, tensorrt_available)
-from dmd3c_ros.runtime.spec import (ModelSpec, ModelSpecError, TorchSpec, load_spec,
-                                    sha256_file, write_spec)
+from dmd3c_ros.runtime.spec import ModelSpec, ModelSpecError, TorchSpec, load_spec, sha256_file
+from dmd3c_ros.runtime.spec_write import write_spec
 
 __all__ = [
     "BACKEND_NAMES", "PRECISIONS", "Backend", "BackendError", "BackendUnavailableError",

@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from dmd3c_ros.core.classical import classical_units, complete_classical
+from dmd3c_ros.core.features import FEATURES, residual_features
 from dmd3c_ros.core.input_transform import InputTransform
 from dmd3c_ros.runtime.base import Backend, BackendError, Prediction
 from dmd3c_ros.runtime.spec import ModelSpec
@@ -82,8 +83,8 @@ class NetworkIO:
         """Validated frames -> ({input name: NCHW float32 array}, one transform per frame).
 
         rgbs: (H_i, W_i, 3) uint8 RGB; sparses: (H_i, W_i) float32 metres, 0 = no value.
-        classical_threads: the classical pre-step's ``threads`` (None: one per core; 1 where
-        the caller already runs frames side by side).
+        classical_threads: the classical pre-step's and the feature maps' ``threads`` (None:
+        one per core; 1 where the caller already runs frames side by side).
         """
         h, w = self.spec.input_size
         count = len(rgbs)
@@ -97,6 +98,8 @@ class NetworkIO:
         sparse_batch = np.empty((count, 1, h, w), dtype=np.float32)
         classical_batch = (np.empty((count, 1, h, w), dtype=np.float32)
                            if self.spec.classical_input else None)
+        features_batch = (np.empty((count, FEATURES, h, w), dtype=np.float32)
+                          if self.spec.features_input else None)
         transforms = []
         for index, (rgb, sparse) in enumerate(zip(rgbs, sparses)):
             transform = self.transform(rgb.shape[1], rgb.shape[0])
@@ -114,14 +117,22 @@ class NetworkIO:
             if classical_batch is not None and self.spec.classical_resolution == "image":
                 full = complete_classical(sparse, max_depth=float(self.spec.depth_range[1]),
                                           threads=classical_threads)
-                small = transform.apply_dense(np.nan_to_num(full, nan=0.0))
+                small = transform.apply_dense(full)  # nearest: NaN stays NaN, then 0
+                np.nan_to_num(small, copy=False, nan=0.0)
                 np.multiply(small, self._inv_scale, out=classical_batch[index, 0])
                 transforms[-1] = ClassicalFrame(transform, full, small)
             elif classical_batch is not None:
                 classical_batch[index, 0] = classical_units(
                     small_sparse, max_depth=float(self.spec.depth_range[1]),
                     depth_scale=self.spec.depth_scale, threads=classical_threads)
-        feeds = {self.spec.rgb_input: rgb_batch, self.spec.sparse_input: sparse_batch}
+            if features_batch is not None:
+                residual_features(sparse_batch[index, 0], classical_batch[index, 0],
+                                  out=features_batch[index], threads=classical_threads)
+        feeds = {self.spec.rgb_input: rgb_batch}
+        if features_batch is not None:
+            feeds[self.spec.features_input] = features_batch
+        else:
+            feeds[self.spec.sparse_input] = sparse_batch
         if classical_batch is not None:
             feeds[self.spec.classical_input] = classical_batch
         return feeds, transforms

@@ -14,6 +14,8 @@ Example (``models/student.yaml``; paths are relative to the YAML file)::
       classical: classical    # optional, (N, 1, h, w): the classical completion of that sparse
                               # map (pivot = depth_range max) / depth_scale, 0 = no value; made
                               # by the runtime (NetworkIO), never by the caller
+      features: features      # with classical, in place of sparse: (N, 7, h, w), the maps of
+                              # core.features made of sparse and classical by the runtime
     outputs:
       depth: depth            # (N, 1, h, w): depth_metres / depth_scale
       uncertainty: sigma      # optional, (N, 1, h, w): std_metres / depth_scale
@@ -46,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from dmd3c_ros.core.features import FEATURES
 from dmd3c_ros.core.io import sha256_file
 
 
@@ -91,6 +94,7 @@ class ModelSpec:
     classical_resolution: str = "input"  # "input": classical at the network's size; "image"
                                          # at the camera's, the correction applied there
     rgb_used: bool = True                # False: the output does not depend on the image
+    features_input: str | None = None    # the input fed core.features' maps in place of sparse
 
     def __post_init__(self) -> None:
         where = str(self.path) if self.path else self.name
@@ -107,6 +111,9 @@ class ModelSpec:
         if self.classical_resolution not in ("input", "image"):
             raise ModelSpecError(f"{where}: classical_resolution must be 'input' or 'image', "
                                  f"got {self.classical_resolution!r}")
+        if self.features_input and not self.classical_input:
+            raise ModelSpecError(f"{where}: inputs.features needs inputs.classical (the maps "
+                                 "are made of the sparse and classical inputs)")
         if self.units not in ("metres", "meters"):
             raise ModelSpecError(f"{where}: units must be 'metres', got {self.units!r}")
 
@@ -117,9 +124,11 @@ class ModelSpec:
 
     @property
     def inputs(self) -> list[tuple[str, int]]:
-        """(ONNX input name, channels) in the network's positional order: rgb, sparse and, for
-        a residual model, classical."""
-        names = [(self.rgb_input, 3), (self.sparse_input, 1)]
+        """(ONNX input name, channels) in the network's positional order: rgb, sparse (or the
+        feature maps) and, for a residual model, classical."""
+        second = ((self.features_input, FEATURES) if self.features_input
+                  else (self.sparse_input, 1))
+        names = [(self.rgb_input, 3), second]
         if self.classical_input:
             names.append((self.classical_input, 1))
         return names
@@ -167,7 +176,9 @@ class ModelSpec:
             "name": self.name, "onnx": rel(self.onnx), "sha256": self.sha256,
             "opset": int(self.opset), "units": "metres",
             "input_size": [int(v) for v in self.input_size],
-            "inputs": {"rgb": self.rgb_input, "sparse": self.sparse_input,
+            "inputs": {"rgb": self.rgb_input,
+                       **({"features": self.features_input} if self.features_input
+                          else {"sparse": self.sparse_input}),
                        **({"classical": self.classical_input} if self.classical_input else {})},
             "outputs": outputs,
             "rgb_normalization": {"mean": [float(v) for v in self.rgb_mean],
@@ -238,7 +249,8 @@ def _from_dict(data: dict, path: Path) -> ModelSpec:
             supports_mono=bool(_require(data, "supports_mono", path)),
             opset=int(_require(data, "opset", path)),
             rgb_input=str(_require(inputs, "rgb", path, "inputs.")),
-            sparse_input=str(_require(inputs, "sparse", path, "inputs.")),
+            sparse_input=str(inputs.get("sparse") or "sparse") if inputs.get("features") else
+            str(_require(inputs, "sparse", path, "inputs.")),
             depth_output=str(_require(outputs, "depth", path, "outputs.")),
             uncertainty_output=(str(outputs["uncertainty"]) if outputs.get("uncertainty")
                                 else None),
@@ -250,6 +262,7 @@ def _from_dict(data: dict, path: Path) -> ModelSpec:
                         else None),
             classical_resolution=str(data.get("classical_resolution", "input")),
             rgb_used=_flag(data.get("rgb_used", True), "rgb_used", path),
+            features_input=(str(inputs["features"]) if inputs.get("features") else None),
         )
     except (TypeError, ValueError) as error:
         if isinstance(error, ModelSpecError):
@@ -260,37 +273,3 @@ def _from_dict(data: dict, path: Path) -> ModelSpec:
 def load_spec(path, *, verify: bool = True) -> ModelSpec:
     """Shorthand for :meth:`ModelSpec.load`."""
     return ModelSpec.load(path, verify=verify)
-
-
-def write_spec(path, *, name: str, onnx, input_size, depth_scale: float, depth_range,
-               supports_mono: bool, rgb_mean=(123.675, 116.28, 103.53),
-               rgb_std=(58.395, 57.12, 57.375), opset: int = 17, rgb_input: str = "rgb",
-               sparse_input: str = "sparse", depth_output: str = "depth",
-               uncertainty_output: str | None = None, torch_factory: str | None = None,
-               torch_kwargs: dict | None = None, torch_weights=None,
-               classical_input: str | None = None, mono_model=None) -> ModelSpec:
-    """Write a spec YAML for an existing ONNX file (its sha256 computed here) and return it.
-
-    ``onnx`` and ``torch_weights`` are paths (absolute, or relative to the current directory);
-    the YAML stores them relative to its own directory. ``input_size`` is (height, width).
-    The default normalisation is the ImageNet mean/std on the 0-255 scale.
-    """
-    onnx = Path(onnx).expanduser().resolve()
-    if not onnx.is_file():
-        raise ModelSpecError(f"ONNX file {onnx} does not exist")
-    torch_spec = None
-    if torch_factory is not None:
-        weights = Path(torch_weights).expanduser().resolve() if torch_weights else None
-        torch_spec = TorchSpec(torch_factory, dict(torch_kwargs or {}), weights)
-    spec = ModelSpec(name=name, onnx=onnx, sha256=sha256_file(onnx),
-                     input_size=tuple(int(v) for v in input_size),
-                     rgb_mean=tuple(float(v) for v in rgb_mean),
-                     rgb_std=tuple(float(v) for v in rgb_std),
-                     depth_scale=float(depth_scale),
-                     depth_range=tuple(float(v) for v in depth_range),
-                     supports_mono=bool(supports_mono), opset=int(opset), rgb_input=rgb_input,
-                     sparse_input=sparse_input, depth_output=depth_output,
-                     uncertainty_output=uncertainty_output, torch=torch_spec,
-                     classical_input=classical_input,
-                     mono_model=Path(mono_model).expanduser().resolve() if mono_model else None)
-    return spec.save(path)

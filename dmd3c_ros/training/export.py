@@ -5,7 +5,8 @@ tensors ``model.<state-dict key>``, metadata ``variant``) :func:`export_student`
 ``out_dir``:
 
 - ``NAME.onnx``: opset 17, standard operators, inputs ``rgb`` (N, 3, h, w) and ``sparse``
-  (N, 1, h, w), outputs ``depth`` and ``uncertainty`` (N, 1, h, w), dynamic batch;
+  (N, 1, h, w) (a residual student: ``rgb``, ``features`` (N, 7, h, w) or ``sparse``, and
+  ``classical`` (N, 1, h, w)), outputs ``depth`` and ``uncertainty`` (N, 1, h, w), dynamic batch;
 - ``NAME.safetensors``: the student weights with plain state-dict keys (what the ``torch``
   backend loads; safetensors, never a pickle);
 - ``NAME.yaml``: the model spec (format: :mod:`dmd3c_ros.runtime.spec`; written here with PyYAML
@@ -15,35 +16,31 @@ Then ONNX Runtime (CPU) and PyTorch run the same seeded random inputs at ``input
 LiDAR-like (about 5 % of the pixels hold a depth) and one all-zero (mono), and the largest
 relative error ``|onnx - torch| / |torch|`` of depth and uncertainty (both > 0 by construction)
 must stay within :data:`PARITY_RTOL`, else :class:`ExportParityError` and nothing is left in
-``out_dir``. The absolute differences in metres are reported too.
+``out_dir``. The absolute differences in metres are reported too (:mod:`training.parity`).
 """
 from __future__ import annotations
 
 import json
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
+from dmd3c_ros.core.features import FEATURES
 from dmd3c_ros.core.io import sha256_file
+from dmd3c_ros.training.parity import (FEATURES_INPUT, OUTPUT_NAMES, PARITY_RTOL,
+                                       ExportParityError, input_names, ort_session,
+                                       parity_check, residual_input, sample_inputs,
+                                       takes_features)
 from dmd3c_ros.training.student import count_parameters
 from dmd3c_ros.training.synthetic import RGB_MEAN, RGB_STD  # what the trainer normalises with
 
 OPSET = 17
-INPUT_NAMES = ("rgb", "sparse")
-RESIDUAL_INPUT = "classical"           # the residual student's third input (training/residual.py)
-OUTPUT_NAMES = ("depth", "uncertainty")
 FACTORY = "dmd3c_ros.training.student:build_student"
 RESIDUAL_FACTORY = "dmd3c_ros.training.residual:build_residual_student"
-PARITY_RTOL = 1e-3                     # largest |ONNX Runtime - PyTorch| / |PyTorch| allowed
-LIDAR_SHARE = 0.05                     # share of pixels with a value in the LiDAR-like input
-
-
-class ExportParityError(ValueError):
-    """ONNX Runtime and PyTorch disagree on the exported student by more than the tolerance."""
 
 
 def _check_size(input_size) -> tuple[int, int]:
@@ -54,48 +51,10 @@ def _check_size(input_size) -> tuple[int, int]:
     return height, width
 
 
-def input_names(model: torch.nn.Module) -> tuple[str, ...]:
-    """The ONNX input names of a student, in ``forward``'s order."""
-    return INPUT_NAMES + ((RESIDUAL_INPUT,) if getattr(model, "needs_classical", False) else ())
-
-
 def torch_factory(model: torch.nn.Module) -> str:
     """The spec's ``torch.factory`` that rebuilds ``model``'s kind of student."""
     default = RESIDUAL_FACTORY if getattr(model, "needs_classical", False) else FACTORY
     return getattr(model, "factory", default)
-
-
-def residual_input(sparse: np.ndarray, depth_scale: float) -> np.ndarray:
-    """The classical input of the residual student for a (N,1,h,w) sparse input in network
-    units: the runtime's pre-step (:func:`core.classical.complete_classical` per frame), in
-    network units, 0 = no value. ``depth_scale`` is the model's maximum depth in units (1.0)."""
-    from dmd3c_ros.core.classical import classical_units
-    out = np.zeros_like(sparse)
-    for index in range(sparse.shape[0]):
-        out[index, 0] = classical_units(sparse[index, 0] * depth_scale, max_depth=depth_scale,
-                                        depth_scale=depth_scale)
-    return out
-
-
-def sample_inputs(input_size, *, lidar: bool = True, seed: int = 0,
-                  batch: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random network inputs (rgb, sparse), float32 NCHW, as the spec describes them.
-
-    rgb (batch, 3, h, w): a uniform random 0-255 image, ImageNet-normalised; sparse
-    (batch, 1, h, w): with ``lidar`` about ``LIDAR_SHARE`` of the pixels hold a value in
-    (0.02, 1) network units (``depth_metres / depth_scale``), the rest 0; without, all zeros (mono).
-    """
-    height, width = (int(v) for v in input_size)
-    rng = np.random.default_rng(seed)
-    image = rng.uniform(0.0, 255.0, (batch, 3, height, width))
-    mean = np.asarray(RGB_MEAN).reshape(1, 3, 1, 1)
-    std = np.asarray(RGB_STD).reshape(1, 3, 1, 1)
-    rgb = ((image - mean) / std).astype(np.float32)
-    sparse = np.zeros((batch, 1, height, width), np.float32)
-    if lidar:
-        keep = rng.random(sparse.shape) < LIDAR_SHARE
-        sparse[keep] = rng.uniform(0.02, 1.0, int(keep.sum()))
-    return rgb, sparse
 
 
 def export_onnx(model: torch.nn.Module, path, input_size, *, opset: int = OPSET) -> Path:
@@ -106,7 +65,8 @@ def export_onnx(model: torch.nn.Module, path, input_size, *, opset: int = OPSET)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = input_names(model)
     args = (torch.zeros(1, 3, height, width),) + tuple(
-        torch.zeros(1, 1, height, width) for _ in names[1:])
+        torch.zeros(1, FEATURES if name == FEATURES_INPUT else 1, height, width)
+        for name in names[1:])
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but still exact
         warnings.simplefilter("ignore")
         torch.onnx.export(model, args, str(path), input_names=list(names),
@@ -119,50 +79,6 @@ def export_onnx(model: torch.nn.Module, path, input_size, *, opset: int = OPSET)
         return path
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     return path
-
-
-def ort_session(path, *, threads: int | None = None):
-    """A CPU ONNX Runtime session (all graph optimisations; ``threads`` intra-op threads)."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = int(threads)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def parity_check(model: torch.nn.Module, onnx_path, input_size, depth_scale: float, *,
-                 seed: int = 0, threads: int | None = None) -> dict:
-    """Largest |ONNX Runtime - PyTorch| difference of depth and uncertainty, in metres
-    (network units x ``depth_scale``), on one LiDAR-like and one all-zero (mono) input (the
-    LiDAR-like one alone for the residual student, which needs LiDAR; its classical input is
-    the runtime's pre-step of that sparse input)."""
-    session = ort_session(onnx_path, threads=threads)
-    names = input_names(model)
-    residual = len(names) > len(INPUT_NAMES)
-    figures = {}
-    for case, lidar in (("lidar", True),) + ((("mono", False),) if not residual else ()):
-        rgb, sparse = sample_inputs(input_size, lidar=lidar, seed=seed)
-        feeds = [rgb, sparse] + ([residual_input(sparse, 1.0)] if residual else [])
-        with torch.no_grad():
-            expected = [t.numpy() for t in model(*[torch.from_numpy(f) for f in feeds])]
-        got = session.run(list(OUTPUT_NAMES), dict(zip(names, feeds)))
-        for name, e, g in zip(OUTPUT_NAMES, expected, got):
-            if g.shape != e.shape:
-                raise ExportParityError(f"{onnx_path}: ONNX output {name} is {g.shape}, "
-                                        f"PyTorch gives {e.shape}")
-        figures[case] = {"sparse_pixels": int(np.count_nonzero(sparse))}
-        for name, e, g in zip(OUTPUT_NAMES, expected, got):
-            difference = np.abs(g.astype(np.float64) - e)
-            figures[case][f"{name}_max_abs_diff_m"] = float(difference.max()) * depth_scale
-            with np.errstate(divide="ignore", invalid="ignore"):
-                relative = difference / np.abs(e.astype(np.float64))
-            figures[case][f"{name}_max_rel_err"] = float(np.max(relative))  # NaN/inf stay
-    cases = [f for f in figures.values()]
-    figures["max_abs_diff_m"] = max(f["depth_max_abs_diff_m"] for f in cases)
-    figures["max_rel_err"] = max(f[f"{n}_max_rel_err"] for f in cases for n in OUTPUT_NAMES)
-    figures["rtol"] = PARITY_RTOL
-    return figures
 
 
 def trained_range(weights) -> tuple[float, float]:
@@ -216,10 +132,28 @@ def _load_state(weights, variant: str | None, depth_scale: float, image_weights=
     return model.eval(), chosen
 
 
+def _place_features(model: torch.nn.Module, where: str) -> torch.nn.Module:
+    """``model`` taking its feature maps as an input (``where`` "outside", or "auto" where its
+    variant allows) or making them in the graph ("graph"); the same parameters either way."""
+    from dmd3c_ros.training.residual import ResidualStudent
+    if where not in ("auto", "outside", "graph"):
+        raise ValueError(f"features must be 'auto', 'outside' or 'graph', got {where!r}")
+    config = getattr(model, "config", None)
+    able = (isinstance(model, ResidualStudent) and config.input_stride == 1
+            and not config.context)
+    if where == "outside" and not able:
+        raise ValueError("features 'outside' needs a residual student with input stride 1 and "
+                         "no context maps (core.features makes the seven maps of those)")
+    if where != "graph" and able:
+        model.config = replace(config, features_input=True)
+    return model
+
+
 def export_student(weights, out_dir, name: str, *, variant: str | None = None,
                    input_size=(352, 1216), depth_scale: float | None = None,
                    depth_range=None, opset: int = OPSET, mono_model=None,
-                   classical_resolution: str = "image", image_weights=None) -> dict:
+                   classical_resolution: str = "image", image_weights=None,
+                   features: str = "auto") -> dict:
     """Export trained student weights as ONNX + spec YAML + safetensors and check parity.
 
     Args:
@@ -240,6 +174,10 @@ def export_student(weights, out_dir, name: str, *, variant: str | None = None,
             (the network's size: cheaper for large cameras).
         image_weights: an image student's weights to join with ``weights`` (a residual
             student's) as the composite ``variant`` (:mod:`training.above_lidar`).
+        features: for a residual student, where its seven feature maps are made: "outside"
+            (the runtime computes them, :mod:`core.features`; the graph's second input is
+            ``features``), "graph" (inside the graph, from its ``sparse`` input) or "auto"
+            (outside when the variant allows it: input stride 1, no context maps).
     Returns:
         dict of the written paths, the ONNX sha256, variant, parameter count, input size and the
         parity figures (``parity_check``).
@@ -259,6 +197,7 @@ def export_student(weights, out_dir, name: str, *, variant: str | None = None,
         raise ValueError(f"depth_scale must be > 0 and depth_range 0 <= min < max metres, got "
                          f"{depth_scale} and {list(depth_range)}")
     model, variant = _load_state(weights, variant, depth_scale, image_weights)
+    model = _place_features(model, features)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path, weights_path, spec_path = (out / f"{name}.{ext}"
@@ -283,12 +222,15 @@ def export_student(weights, out_dir, name: str, *, variant: str | None = None,
     spec = {
         "name": name, "onnx": onnx_path.name, "sha256": sha256, "opset": int(opset),
         "units": "metres", "input_size": [height, width],
-        "inputs": dict(zip(("rgb", "sparse", "classical"), input_names(model))),
+        "inputs": dict(zip(("rgb", FEATURES_INPUT if takes_features(model) else "sparse",
+                            "classical"), input_names(model))),
         "outputs": {"depth": OUTPUT_NAMES[0], "uncertainty": OUTPUT_NAMES[1]},
         "rgb_normalization": {"mean": list(RGB_MEAN), "std": list(RGB_STD)},
         "depth_scale": float(depth_scale), "depth_range": [low, high],
         "supports_mono": not getattr(model, "needs_classical", False),
-        "torch": {"factory": torch_factory(model), "kwargs": {"variant": variant},
+        "torch": {"factory": torch_factory(model),
+                  "kwargs": {"variant": variant,
+                             **({"features_input": True} if takes_features(model) else {})},
                   "weights": weights_path.name},
     }
     if mono_model is not None:
@@ -304,5 +246,5 @@ def export_student(weights, out_dir, name: str, *, variant: str | None = None,
             "opset": int(opset), "depth_scale": float(depth_scale), "parity": parity}
 
 
-__all__ = ["ExportParityError", "PARITY_RTOL", "export_onnx", "export_student",
-           "ort_session", "parity_check", "sample_inputs"]
+__all__ = ["ExportParityError", "PARITY_RTOL", "export_onnx", "export_student", "input_names",
+           "ort_session", "parity_check", "residual_input", "sample_inputs"]
