@@ -117,8 +117,7 @@ class NetworkIO:
             if classical_batch is not None and self.spec.classical_resolution == "image":
                 full = complete_classical(sparse, max_depth=float(self.spec.depth_range[1]),
                                           threads=classical_threads)
-                small = transform.apply_dense(full)  # nearest: NaN stays NaN, then 0
-                np.nan_to_num(small, copy=False, nan=0.0)
+                small = transform.apply_dense(np.nan_to_num(full, nan=0.0))
                 np.multiply(small, self._inv_scale, out=classical_batch[index, 0])
                 transforms[-1] = ClassicalFrame(transform, full, small)
             elif classical_batch is not None:
