@@ -243,11 +243,10 @@ def _run_export(args) -> int:
     if out.suffix != ".onnx":
         raise ValueError(f"--out must name the ONNX file to write (e.g. models/NAME.onnx), got "
                          f"{args.out}")
-    result = export_student(args.checkpoint, out.parent, out.stem, variant=args.variant,
-                            input_size=tuple(args.input_size), mono_model=args.mono_model,
-                            classical_resolution=args.classical_resolution,
-                            image_weights=args.image_weights, depth_scale=args.depth_scale,
-                            depth_range=args.depth_range, features=args.features)
+    keys = ("variant", "features", "mono_model", "depth_scale", "depth_range", "image_weights",
+            "classical_resolution")
+    result = export_student(args.checkpoint, out.parent, out.stem, input_size=tuple(
+        args.input_size), **{k: getattr(args, k) for k in keys})
     print(json.dumps(result, indent=1))
     return 0
 

@@ -87,6 +87,15 @@ def test_export_cli_prints_json(weights, tmp_path, capsys):
     assert load_spec(tmp_path / "m.yaml").sha256 == sha256_file(tmp_path / "m.onnx")
 
 
+def test_export_cli_refuses_outside_feature_maps_for_a_student_without_them(weights, tmp_path,
+                                                                             capsys):
+    # Only a residual student (input stride 1, no context maps) has core.features' seven maps.
+    assert main(["export", str(weights[0]), "--out", str(tmp_path / "m.onnx"),
+                 "--input-size", *map(str, SIZE), "--features", "outside"]) == 2
+    assert "needs a residual student" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_export_cli_wants_an_onnx_path(weights, tmp_path, capsys):
     assert main(["export", str(weights[0]), "--out", str(tmp_path)]) == 2
     assert "--out must name the ONNX file" in capsys.readouterr().err

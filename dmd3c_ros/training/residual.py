@@ -10,10 +10,8 @@ Contract (see :mod:`dmd3c_ros.runtime.spec`, ``inputs.classical``):
   by ``depth_scale``, 0 = no value. It is a pre-step shared by every runtime
   (:class:`dmd3c_ros.runtime.network.NetworkIO` computes it), not part of the graph: its median
   blur has no standard ONNX operator.
-- with ``ResidualConfig.features_input`` (how the shipped students are exported) the second
-  input is not the sparse map but the seven feature maps built from it and ``classical``
-  (N, 7, h, w), which the runtime computes (:mod:`dmd3c_ros.core.features`, the same maps as
-  :func:`classical_features`, three times cheaper on a CPU than inside the graph).
+- with ``ResidualConfig.features_input`` (the shipped exports) the second input is the seven
+  maps of :func:`classical_features` (N, 7, h, w), made by the runtime (:mod:`core.features`).
 - ``depth``       (N, 1, h, w): ``classical * exp(bound * tanh(r))``, in ``depth_scale`` units;
   0 where ``classical`` is 0 (the runtime turns that into NaN)
 - ``uncertainty`` (N, 1, h, w): standard deviation, same units: ``depth * exp(clip(s, -6, 1))``
