@@ -19,7 +19,9 @@ def _inputs(shape, seed=0, share=0.05):
     return sparse, (classical / 120.0).astype(np.float32)
 
 
-@pytest.mark.parametrize("shape", [(352, 1216), (64, 128), (5, 3), (1, 1), (70, 130)])
+# (4, 1) and (1, 4): OpenCV takes a 4x1 array for a scalar in some calls (core.classical, _mask)
+@pytest.mark.parametrize("shape", [(352, 1216), (64, 128), (5, 3), (1, 1), (70, 130), (4, 1),
+                                   (1, 4)])
 def test_the_maps_are_the_training_graphs(shape):
     torch = pytest.importorskip("torch")
     from dmd3c_ros.training.residual import classical_features
