@@ -1,4 +1,5 @@
-"""core.memory: the malloc settings the nodes and the runtime commands apply at start."""
+"""core.memory: the malloc settings the nodes and the runtime commands apply at start (left
+alone by the environment: test_process.py)."""
 from __future__ import annotations
 
 import platform
@@ -6,14 +7,6 @@ import platform
 import pytest
 
 from dmd3c_ros.core import memory
-
-
-def test_left_alone_when_opted_out_or_set_by_the_environment(monkeypatch):
-    monkeypatch.setenv(memory.OPT_OUT, "0")
-    assert memory.keep_freed_memory() == f"malloc left as it is ({memory.OPT_OUT}=0)"
-    monkeypatch.delenv(memory.OPT_OUT)
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")
-    assert memory.keep_freed_memory() == "malloc left to the environment (MALLOC_TRIM_THRESHOLD_)"
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",

@@ -1,9 +1,10 @@
-"""core.process and core.blas: what the nodes and the runtime commands set at start."""
+"""core.process, core.blas and core.memory: what the nodes and the runtime commands set at
+start (core.memory's glibc test: test_memory.py)."""
 from __future__ import annotations
 
 import pytest
 
-from dmd3c_ros.core import blas, process
+from dmd3c_ros.core import blas, memory, process
 
 
 def test_applied_once_per_process(monkeypatch):
@@ -19,12 +20,20 @@ def test_applied_once_per_process(monkeypatch):
     assert process.applied() == {"malloc": "malloc line", "blas": "blas line"}
 
 
-def test_blas_left_alone_when_opted_out_or_set_by_the_environment(monkeypatch):
-    monkeypatch.setenv(blas.OPT_OUT, "0")
-    assert blas.single_thread_blas() == f"BLAS threads left as they are ({blas.OPT_OUT}=0)"
-    monkeypatch.delenv(blas.OPT_OUT)
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert blas.single_thread_blas() == "BLAS threads left to the environment (OMP_NUM_THREADS)"
+@pytest.mark.parametrize("apply, opt_out, opted_out, variable, value, kept", [
+    (memory.keep_freed_memory, memory.OPT_OUT, f"malloc left as it is ({memory.OPT_OUT}=0)",
+     "MALLOC_TRIM_THRESHOLD_", "1000000",
+     "malloc left to the environment (MALLOC_TRIM_THRESHOLD_)"),
+    (blas.single_thread_blas, blas.OPT_OUT, f"BLAS threads left as they are ({blas.OPT_OUT}=0)",
+     "OMP_NUM_THREADS", "3", "BLAS threads left to the environment (OMP_NUM_THREADS)"),
+], ids=["malloc", "blas"])
+def test_left_alone_when_opted_out_or_set_by_the_environment(monkeypatch, apply, opt_out,
+                                                             opted_out, variable, value, kept):
+    monkeypatch.setenv(opt_out, "0")
+    assert apply() == opted_out
+    monkeypatch.delenv(opt_out)
+    monkeypatch.setenv(variable, value)
+    assert apply() == kept
 
 
 def test_blas_limited_to_one_thread(monkeypatch):

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from dmd3c_ros.core.machine import cpu_cores, cpu_model
-from dmd3c_ros.training.export import export_onnx, ort_session, sample_inputs
+from dmd3c_ros.training.export import export_onnx
+from dmd3c_ros.training.parity import ort_session, sample_inputs
 from dmd3c_ros.training.student import VARIANTS, build_student, count_parameters, gflops
 
 WARMUP = 3
