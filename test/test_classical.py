@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dmd3c_ros.core.classical import _extend_to_top, complete_classical
+from dmd3c_ros.core.classical import _extend_to_top, classical_units, complete_classical
 from dmd3c_ros.core.io import read_kitti_depth
 from dmd3c_ros.core.metrics import depth_metrics
 
@@ -139,3 +139,16 @@ def test_tiny_images_are_completed(shape):
     sparse = np.zeros(shape, np.float32)
     sparse[0, 0] = 5.0
     np.testing.assert_allclose(complete_classical(sparse), 5.0, atol=1e-4)
+
+
+def test_missing_value_and_network_units():
+    """``missing`` replaces NaN where nothing could be filled, and nothing else;
+    classical_units is that completion with 0 for no value, over depth_scale."""
+    sparse = np.zeros((40, 300), np.float32)
+    sparse[30:, 100:110] = 20.0                # one patch: most of the frame stays empty
+    with_nan = complete_classical(sparse, max_depth=120.0)
+    zeroed = complete_classical(sparse, max_depth=120.0, missing=0.0)
+    assert np.isnan(with_nan).any() and np.isfinite(with_nan).any()
+    np.testing.assert_array_equal(zeroed, np.nan_to_num(with_nan, nan=0.0))
+    units = classical_units(sparse, max_depth=120.0, depth_scale=80.0)
+    np.testing.assert_array_equal(units, np.nan_to_num(with_nan, nan=0.0) / np.float32(80.0))

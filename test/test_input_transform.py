@@ -179,3 +179,31 @@ def test_restore_never_blends_with_nan():
     assert np.isnan(restored[40, 120]) and finite[5, 5]
     with pytest.raises(ValueError, match="expected"):
         t.restore(np.zeros((49, 150), np.float32))
+
+
+@pytest.mark.parametrize("image_size,input_size", [(KITTI, (1216, 352)), ((1600, 600), (800, 448)),
+                                                   ((300, 100), (384, 128))])
+def test_restore_writes_the_resize_into_the_crop_box(image_size, input_size):
+    """restore resizes straight into its output (for a wider image the crop box is a strided
+    view): the same as resizing, then placing the result in a frame of ``outside``."""
+    import cv2
+    rng = np.random.default_rng(3)
+    w, h = input_size
+    t = InputTransform(image_size, input_size)
+    x0, y0, cw, ch = t.crop
+    interpolation = cv2.INTER_AREA if (cw <= w and ch <= h) else cv2.INTER_LINEAR
+    network = rng.uniform(1.0, 80.0, (h, w)).astype(np.float32)
+    holed = network.copy()
+    holed[5:9, 7:30] = np.nan
+    for values, outside in ((network, np.nan), (network, 1.0), (holed, np.nan)):
+        valid = np.isfinite(values)
+        weight = cv2.resize(valid.astype(np.float32), (cw, ch), interpolation=interpolation)
+        total = cv2.resize(np.where(valid, values, 0.0).astype(np.float32), (cw, ch),
+                           interpolation=interpolation)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            resized = np.where(weight >= 0.5, total / weight, np.nan).astype(np.float32)
+        if valid.all():
+            resized = cv2.resize(values, (cw, ch), interpolation=interpolation)
+        expected = np.full((image_size[1], image_size[0]), outside, np.float32)
+        expected[y0:y0 + ch, x0:x0 + cw] = resized
+        np.testing.assert_array_equal(t.restore(values, outside=outside), expected)

@@ -60,7 +60,7 @@ def _extend_to_top(depth: np.ndarray) -> np.ndarray:
 
 
 def complete_classical(sparse: np.ndarray, *, max_depth: float = 100.0,
-                       threads: int | None = None) -> np.ndarray:
+                       threads: int | None = None, missing: float = np.nan) -> np.ndarray:
     """Complete a sparse depth image.
 
     Args:
@@ -69,28 +69,32 @@ def complete_classical(sparse: np.ndarray, *, max_depth: float = 100.0,
         threads: strips completed side by side (None: one per usable core, at most
             ``core.strips.MAX_THREADS``, each at least MIN_STRIP columns wide; 1: in the
             calling thread only). The answer does not depend on it.
+        missing: the value of pixels that could not be filled.
     Returns:
-        (H, W) float32 metres, NaN where no value could be filled (e.g. an all-empty input).
+        (H, W) float32 metres, ``missing`` (default NaN) where no value could be filled (e.g.
+        an all-empty input).
     """
     depth = np.asarray(sparse, dtype=np.float32)
     if depth.ndim != 2:
         raise ValueError(f"sparse depth must be (H, W), got shape {depth.shape}")
     count = band_count(threads, depth.shape[1], MIN_STRIP)
     if count == 1:
-        return _complete(depth, max_depth)
+        return _complete(depth, max_depth, missing)
     out = np.empty(depth.shape, dtype=np.float32)
 
     def strip(lo: int, hi: int, left: int, right: int) -> None:
         # The strip starts on a multiple of STRIP_ALIGN columns, as the image does: OpenCV's
         # vectorised filters then round every column as they do on the whole image.
-        out[:, left:right] = _complete(depth[:, lo:hi], max_depth)[:, left - lo:right - lo]
+        done = _complete(depth[:, lo:hi], max_depth, missing)
+        out[:, left:right] = done[:, left - lo:right - lo]
 
     run_bands(depth.shape[1], count, STRIP_MARGIN, strip, align=STRIP_ALIGN)
     return out
 
 
-def _complete(depth: np.ndarray, max_depth: float) -> np.ndarray:
-    """Steps 1-7 on (H, W) float32 metres (any NaN / negative / too far = no value)."""
+def _complete(depth: np.ndarray, max_depth: float, missing: float) -> np.ndarray:
+    """Steps 1-7 on (H, W) float32 metres (any NaN / negative / too far = no value); pixels
+    left without a value are ``missing``."""
     # Float32 arithmetic throughout, in place where it can be (this runs on every frame).
     pivot, threshold = np.float32(max_depth), np.float32(_MIN_VALID)
     with np.errstate(invalid="ignore"):  # NaN compares False: no value
@@ -113,7 +117,7 @@ def _complete(depth: np.ndarray, max_depth: float) -> np.ndarray:
 
     out = np.subtract(inv, threshold)
     np.subtract(pivot, out, out=out)
-    np.copyto(out, np.float32(np.nan), where=~(inv > threshold))
+    np.copyto(out, np.float32(missing), where=~(inv > threshold))
     return out
 
 
@@ -129,6 +133,5 @@ def classical_units(sparse: np.ndarray, *, max_depth: float, depth_scale: float,
         (H, W) float32. The runtime (network-size pre-step), the training crops, the trainer's
         validation and the export's parity check all make it here.
     """
-    filled = np.nan_to_num(complete_classical(sparse, max_depth=max_depth, threads=threads),
-                           nan=0.0)
-    return filled / np.float32(depth_scale)  # metres -> network units
+    filled = complete_classical(sparse, max_depth=max_depth, threads=threads, missing=0.0)
+    return np.divide(filled, np.float32(depth_scale), out=filled)  # metres -> network units

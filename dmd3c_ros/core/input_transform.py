@@ -40,6 +40,13 @@ def _size(value, name: str) -> tuple[int, int]:
     return width, height
 
 
+def _resize_into(src: np.ndarray, dst: np.ndarray, interpolation: int) -> None:
+    """cv2.resize of ``src`` to the size of ``dst`` (a float32 view), written into ``dst``."""
+    result = cv2.resize(src, (dst.shape[1], dst.shape[0]), dst=dst, interpolation=interpolation)
+    if not np.shares_memory(result, dst):  # OpenCV made a new array after all: copy it over
+        dst[...] = result
+
+
 class InputTransform:
     """Crop + resize between an image of ``image_size`` and a network input of ``input_size``.
 
@@ -164,16 +171,20 @@ class InputTransform:
         depth = np.asarray(depth, dtype=np.float32)  # read only below
         x0, y0, cw, ch = self.crop
         interpolation = cv2.INTER_AREA if (cw <= w and ch <= h) else cv2.INTER_LINEAR
+        W, H = self.image_size
+        full = np.empty((H, W), dtype=np.float32)
+        box = full[y0:y0 + ch, x0:x0 + cw]  # the resize writes straight into the crop box
         valid = np.isfinite(depth)
         if valid.all():
-            resized = cv2.resize(depth, (cw, ch), interpolation=interpolation)
+            _resize_into(depth, box, interpolation)
         else:
             weight = cv2.resize(valid.astype(np.float32), (cw, ch), interpolation=interpolation)
-            total = cv2.resize(np.where(valid, depth, 0.0).astype(np.float32), (cw, ch),
-                               interpolation=interpolation)
+            _resize_into(np.where(valid, depth, np.float32(0.0)), box, interpolation)
             with np.errstate(divide="ignore", invalid="ignore"):
-                resized = np.where(weight >= 0.5, total / weight, np.nan).astype(np.float32)
-        W, H = self.image_size
-        full = np.full((H, W), outside, dtype=np.float32)
-        full[y0:y0 + ch, x0:x0 + cw] = resized
+                np.divide(box, weight, out=box)
+            box[~(weight >= 0.5)] = np.nan
+        full[:y0] = outside
+        full[y0 + ch:] = outside
+        full[y0:y0 + ch, :x0] = outside
+        full[y0:y0 + ch, x0 + cw:] = outside
         return full

@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 import time
 
+import cv2
 import numpy as np
 
 from dmd3c_ros.core.classical import classical_units, complete_classical
@@ -52,10 +53,10 @@ class ClassicalFrame:
     def restore(self, values: np.ndarray, *, classical_outside: bool = False) -> np.ndarray:
         """``values`` (h, w) metres -> (H, W); outside the crop box the classical completion
         (``classical_outside``: the depth) or NaN (the uncertainty)."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(self.small > 0, values / self.small, np.nan).astype(np.float32)
-        return self.full * self.transform.restore(ratio,
-                                                  outside=1.0 if classical_outside else np.nan)
+        ratio = np.full(values.shape, np.nan, dtype=np.float32)
+        np.divide(values, self.small, out=ratio, where=self.small > 0)
+        restored = self.transform.restore(ratio, outside=1.0 if classical_outside else np.nan)
+        return np.multiply(self.full, restored, out=restored)
 
 
 class NetworkIO:
@@ -117,7 +118,8 @@ class NetworkIO:
             if classical_batch is not None and self.spec.classical_resolution == "image":
                 full = complete_classical(sparse, max_depth=float(self.spec.depth_range[1]),
                                           threads=classical_threads)
-                small = transform.apply_dense(np.nan_to_num(full, nan=0.0))
+                small = transform.apply_dense(full)  # nearest: NaN stays NaN ...
+                cv2.patchNaNs(small, 0.0)             # ... then 0 = no value, in place
                 np.multiply(small, self._inv_scale, out=classical_batch[index, 0])
                 transforms[-1] = ClassicalFrame(transform, full, small)
             elif classical_batch is not None:
