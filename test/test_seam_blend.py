@@ -71,6 +71,10 @@ def test_a_pixel_met_from_both_sides_moves_once_by_the_mean():
     both = np.zeros(moved.shape, bool)
     both[:, right[1].start:left[1].stop] = True
     assert (moved & both).sum() > 500
+    # The views are blended side by side (each reads the others and writes its own): the same
+    # answer bit for bit in the calling thread alone and on three threads.
+    for alone, shared in zip(blend(depths, threads=1), blend(depths, threads=3)):
+        np.testing.assert_array_equal(alone, shared)
 
 
 def test_views_beyond_the_tolerance_keep_their_depths():

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import cv2
 import numpy as np
 
 from .camera import PinholeCamera
+from .strips import band_count, run_bands
 
 NEAR, FAR = 0.5, 200.0  # metres: the depths the rig's bands are found for
 MARGIN = 16             # pixels added around each band
@@ -56,6 +58,22 @@ def _carry(w, Q: np.ndarray, k: np.ndarray, shape: tuple[int, int]):
         v = np.floor((w * Q[1] + k[1]) / z + 0.5)
         inside = (w > 0) & (z >= 1e-6) & (u >= 0) & (u < shape[1]) & (v >= 0) & (v < shape[0])
     return z, u, v, inside
+
+
+def _carry_pixels(w: np.ndarray, Q: np.ndarray, k: np.ndarray):
+    """As :func:`_carry` for an (h, w) float32 ``w``: (depth in B, B's column, B's row), the
+    pixels as whole-number float32 maps for ``cv2.remap``, computed in place."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        z = np.multiply(w, Q[2])
+        z += k[2]
+        pixels = []
+        for row in (0, 1):
+            p = np.multiply(w, Q[row])
+            p += k[row]
+            p /= z
+            p += np.float32(0.5)
+            pixels.append(np.floor(p, out=p))
+    return z, pixels[0], pixels[1]
 
 
 class SeamBlender:
@@ -109,9 +127,12 @@ class SeamBlender:
                 and all(np.array_equal(np.asarray(t, np.float64).reshape(4, 4), mine)
                         for t, mine in zip(lidar_to_cameras, self.lidar_to_cameras)))
 
-    def __call__(self, depths: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def __call__(self, depths: Sequence[np.ndarray], *,
+                 threads: int | None = None) -> list[np.ndarray]:
         """The views' (H, W) depths in metres (NaN or <= 0 = none) -> new float32 images (NaN =
-        none) that meet halfway at the seams; inputs are not modified."""
+        none) that meet halfway at the seams; inputs are not modified. ``threads``: views
+        blended side by side (None: one per usable core; 1: in the calling thread only); the
+        answer does not depend on it."""
         if len(depths) != len(self.cameras):
             raise ValueError(f"got {len(depths)} depth images for {len(self.cameras)} cameras")
         for depth, camera in zip(depths, self.cameras):
@@ -119,17 +140,31 @@ class SeamBlender:
                 raise ValueError(f"a depth image of shape {np.shape(depth)} for a "
                                  f"{camera.width}x{camera.height} camera")
         views = [np.asarray(d, dtype=np.float32) for d in depths]
-        # Per view: the half log ratios summed and the number of moves, per pixel (only the
-        # bands met below are written).
-        sums = [np.zeros(v.shape, np.float32) for v in views]
-        counts = [np.zeros(v.shape, np.float32) for v in views]
-        touched: list[list[tuple[slice, slice]]] = [[] for _ in views]
+        out: list[np.ndarray | None] = [None] * len(views)
+
+        def blend(first: int, last: int) -> None:   # each view reads the others, writes its own
+            for i in range(first, last):
+                out[i] = self._blend_view(i, views)
+
+        run_bands(len(views), band_count(threads, len(views), 1), 0,
+                  lambda lo, hi, first, last: blend(first, last))
+        return out
+
+    def _blend_view(self, i: int, views: list[np.ndarray]) -> np.ndarray:
+        """View ``i`` moved halfway towards every neighbour it meets (a new array)."""
+        view = views[i]
+        # The half log ratios summed and the number of moves, per pixel (only the parts met
+        # below are written).
+        sums = counts = None
+        parts: list[tuple[slice, slice]] = []
         low, high = np.float32(1.0 / (1.0 + self.tolerance)), np.float32(1.0 + self.tolerance)
         half = np.float32(0.5)
-        for i, j, band, Q, k in self.directions:
+        for a, j, band, Q, k in self.directions:
+            if a != i:
+                continue
             shape = views[j].shape
             # This sweep's depths land in B on part of the band: find it on every 8th pixel.
-            _, _, _, coarse = _carry(views[i][band][::8, ::8], Q[:, ::8, ::8], k, shape)
+            _, _, _, coarse = _carry(view[band][::8, ::8], Q[:, ::8, ::8], k, shape)
             if not coarse.any():
                 continue
             rows, columns = np.nonzero(coarse)
@@ -137,32 +172,32 @@ class SeamBlender:
                                min(int(x.max()) * 8 + MARGIN + 1 + b.start, b.stop))
                          for x, b in zip((rows, columns), band))
             local = tuple(slice(p.start - b.start, p.stop - b.start) for p, b in zip(part, band))
-            z, u, v, inside = _carry(views[i][part], Q[(slice(None), *local)], k, shape)
-            # Every pixel of the part at once (those that land nowhere look up pixel 0 and are
-            # masked out): each lands once, so a sum over the part is a scatter.
-            landing = np.where(inside, v, 0).astype(np.intp)
-            landing *= shape[1]
-            landing += np.where(inside, u, 0).astype(np.intp)
+            w = view[part]
+            z, u, v = _carry_pixels(w, Q[(slice(None), *local)], k)
+            # B's depth where each pixel of the part lands (NaN beyond B's edges), looked up by
+            # OpenCV at the whole-number pixel; a pixel behind B or without a depth is masked.
+            seen = cv2.remap(views[j], u, v, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=np.nan)
             with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.take(views[j], landing) / z
-                same = inside & (ratio >= low) & (ratio <= high)   # NaN (no depth in B) fails
+                ratio = np.divide(seen, z, out=seen)
+                same = (w > 0) & (z >= 1e-6) & (ratio >= low) & (ratio <= high)  # NaN fails
                 moves = np.log(ratio, out=np.zeros_like(ratio), where=same)
                 moves *= half
-                sums[i][part] += moves
-            counts[i][part] += same
-            touched[i].append(part)
-        out = []
-        for view, total, count, parts in zip(views, sums, counts, touched):
-            moved = view.copy()
-            for part in parts:   # a part met twice moves its pixels once, by the mean
-                n = count[part]
-                moves = n > 0
-                factor = np.divide(total[part], n, out=np.zeros_like(n), where=moves)
-                np.exp(factor, out=factor, where=moves)
-                np.multiply(moved[part], factor, out=moved[part], where=moves)
-                n[moves] = 0.0   # done: an overlapping part must not move them again
-            out.append(moved)
-        return out
+            if sums is None:
+                sums = np.zeros(view.shape, np.float32)
+                counts = np.zeros(view.shape, np.uint8)
+            sums[part] += moves
+            np.add(counts[part], same.view(np.uint8), out=counts[part])
+            parts.append(part)
+        moved = view.copy()
+        for part in parts:   # a part met twice moves its pixels once, by the mean
+            n = counts[part]
+            moves = n > 0
+            factor = np.divide(sums[part], n, out=np.zeros(n.shape, np.float32), where=moves)
+            np.exp(factor, out=factor, where=moves)
+            np.multiply(moved[part], factor, out=moved[part], where=moves)
+            n[moves] = 0   # done: an overlapping part must not move them again
+        return moved
 
 
 __all__ = ["SeamBlender"]
