@@ -25,7 +25,6 @@ from __future__ import annotations
 import abc
 import time
 
-import cv2
 import numpy as np
 
 from dmd3c_ros.core.classical import classical_units, complete_classical
@@ -118,8 +117,7 @@ class NetworkIO:
             if classical_batch is not None and self.spec.classical_resolution == "image":
                 full = complete_classical(sparse, max_depth=float(self.spec.depth_range[1]),
                                           threads=classical_threads)
-                small = transform.apply_dense(full)  # nearest: NaN stays NaN ...
-                cv2.patchNaNs(small, 0.0)             # ... then 0 = no value, in place
+                small = transform.apply_dense(np.nan_to_num(full, nan=0.0))
                 np.multiply(small, self._inv_scale, out=classical_batch[index, 0])
                 transforms[-1] = ClassicalFrame(transform, full, small)
             elif classical_batch is not None:
