@@ -11,7 +11,8 @@ from dmd3c_ros.runtime.factory import create_backend  # noqa: E402
 from dmd3c_ros.runtime.spec import load_spec  # noqa: E402
 from dmd3c_ros.training.above_lidar import (AboveConfig, AboveLidarStudent,  # noqa: E402
                                             build_above_student, compose_weights, coverage)
-from dmd3c_ros.training.export import export_student, residual_input  # noqa: E402
+from dmd3c_ros.training.export import export_student  # noqa: E402
+from dmd3c_ros.training.parity import residual_input  # noqa: E402
 
 SIZE = (128, 128)
 

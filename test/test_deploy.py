@@ -27,7 +27,8 @@ def _exported(tmp_path_factory, variant: str):
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
     from safetensors.torch import save_file
-    from dmd3c_ros.training.export import export_student, sample_inputs
+    from dmd3c_ros.training.export import export_student
+    from dmd3c_ros.training.parity import sample_inputs
     from dmd3c_ros.training.student import build_student
     torch.manual_seed(0)
     model = build_student(variant)

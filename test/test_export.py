@@ -10,7 +10,8 @@ pytest.importorskip("onnxruntime")
 from dmd3c_ros.cli import main  # noqa: E402
 from dmd3c_ros.runtime.factory import create_backend  # noqa: E402
 from dmd3c_ros.runtime.spec import load_spec, sha256_file  # noqa: E402
-from dmd3c_ros.training.export import export_student, sample_inputs  # noqa: E402
+from dmd3c_ros.training.export import export_student  # noqa: E402
+from dmd3c_ros.training.parity import sample_inputs  # noqa: E402
 from dmd3c_ros.training.student import build_student, count_parameters  # noqa: E402
 
 SIZE = (64, 128)   # network input (height, width), multiples of 32

@@ -12,7 +12,8 @@ from dmd3c_ros.runtime.classical_backend import ClassicalBackend  # noqa: E402
 from dmd3c_ros.runtime.factory import create_backend  # noqa: E402
 from dmd3c_ros.runtime.mono_fallback import MonoFallbackBackend  # noqa: E402
 from dmd3c_ros.runtime.spec import load_spec  # noqa: E402
-from dmd3c_ros.training.export import export_student, residual_input, sample_inputs  # noqa: E402
+from dmd3c_ros.training.export import export_student  # noqa: E402
+from dmd3c_ros.training.parity import residual_input, sample_inputs  # noqa: E402
 from dmd3c_ros.training.residual import (_halve, build_residual_student,  # noqa: E402
                                          classical_features)
 from dmd3c_ros.training.student import build_student  # noqa: E402

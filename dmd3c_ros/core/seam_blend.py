@@ -142,12 +142,11 @@ class SeamBlender:
         views = [np.asarray(d, dtype=np.float32) for d in depths]
         out: list[np.ndarray | None] = [None] * len(views)
 
-        def blend(first: int, last: int) -> None:   # each view reads the others, writes its own
-            for i in range(first, last):
+        def blend(lo: int, hi: int, first: int, last: int) -> None:
+            for i in range(first, last):   # each view reads the others and writes its own
                 out[i] = self._blend_view(i, views)
 
-        run_bands(len(views), band_count(threads, len(views), 1), 0,
-                  lambda lo, hi, first, last: blend(first, last))
+        run_bands(len(views), band_count(threads, len(views), 1), 0, blend)
         return out
 
     def _blend_view(self, i: int, views: list[np.ndarray]) -> np.ndarray:

@@ -32,8 +32,7 @@ import yaml
 from dmd3c_ros.core.features import FEATURES
 from dmd3c_ros.core.io import sha256_file
 from dmd3c_ros.training.parity import (FEATURES_INPUT, OUTPUT_NAMES, PARITY_RTOL,
-                                       ExportParityError, input_names, ort_session,
-                                       parity_check, residual_input, sample_inputs,
+                                       ExportParityError, input_names, parity_check,
                                        takes_features)
 from dmd3c_ros.training.student import count_parameters
 from dmd3c_ros.training.synthetic import RGB_MEAN, RGB_STD  # what the trainer normalises with
@@ -246,5 +245,4 @@ def export_student(weights, out_dir, name: str, *, variant: str | None = None,
             "opset": int(opset), "depth_scale": float(depth_scale), "parity": parity}
 
 
-__all__ = ["ExportParityError", "PARITY_RTOL", "export_onnx", "export_student", "input_names",
-           "ort_session", "parity_check", "residual_input", "sample_inputs"]
+__all__ = ["ExportParityError", "PARITY_RTOL", "export_onnx", "export_student"]
