@@ -122,6 +122,24 @@ def test_pair_batches_tie_two_crops_by_their_geometry(surround):
     assert all(np.array_equal(batch[k], again[k]) for k in batch)   # deterministic per key
 
 
+def test_pairs_carry_held_out_returns_and_validation_holds_none_out(surround):
+    from dataclasses import replace
+    crops = CropSampler(surround, ["x"], "finetune", beam_probs={32: 1.0}, depth_scale=120.0,
+                        classical=True, classical_max_depth=120.0, jitter=False, holdout=0.2)
+    sampler = PairSampler(surround, crops, crop=(96, 128), samples=32, seed=3)
+    batch = sampler.batch([(0, 0, 0), (0, 0, 1)])
+    assert batch["returns"].shape == batch["sparse"].shape == (4, 1, 96, 128)
+    assert not ((batch["returns"] > 0) & (batch["sparse"] > 0)).any()
+    assert (batch["returns"] > 0).any()
+    # Validation sees a sweep as the runtime does: every return in, none held out, so its
+    # figures compare with runs trained without holdout.
+    held_out = sampler.validation_batch(pairs=2)
+    plain = PairSampler(surround, replace(crops, holdout=0.0), crop=(96, 128), samples=32,
+                        seed=3).validation_batch(pairs=2)
+    assert "returns" not in held_out
+    assert all(np.array_equal(held_out[k], plain[k]) for k in plain)
+
+
 def test_a_multiview_run_trains_with_both_view_terms(surround, tmp_path_factory, tmp_path,
                                                      monkeypatch):
     from dmd3c_ros.training.objective import Objective

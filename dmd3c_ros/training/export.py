@@ -35,7 +35,7 @@ from dmd3c_ros.training.parity import (FEATURES_INPUT, OUTPUT_NAMES, PARITY_RTOL
                                        ExportParityError, input_names, parity_check,
                                        takes_features)
 from dmd3c_ros.training.student import count_parameters
-from dmd3c_ros.training.synthetic import RGB_MEAN, RGB_STD  # what the trainer normalises with
+from dmd3c_ros.training.images import RGB_MEAN, RGB_STD  # what the trainer normalises with
 
 OPSET = 17
 FACTORY = "dmd3c_ros.training.student:build_student"

@@ -214,8 +214,10 @@ class PairSampler:
         held_out = load_surround_index(self.root).get("val", [])
         if not held_out:
             return None
-        sampler = PairSampler(self.root, replace(self.crops, jitter=False), crop=self.crop,
-                              samples=self.samples, seed=VAL_SEED, files=list(held_out))
+        # As the runtime sees a sweep: no jitter, no returns held out (comparable across runs).
+        sampler = PairSampler(self.root, replace(self.crops, jitter=False, holdout=0.0),
+                              crop=self.crop, samples=self.samples, seed=VAL_SEED,
+                              files=list(held_out))
         return sampler.batch([(0, 0, i) for i in range(pairs)])
 
     def batch(self, keys: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:

@@ -54,7 +54,10 @@ class Objective(nn.Module):
     depth at shared points of adjacent surround views, vrel: view-relational distillation of
     their relations to the aligned teacher's (``view_losses``; pair batches only); sparse: mean
     |log-space correction| of a residual student where it has a classical value (a correction
-    must pay for itself: the classical answer stands unless the target says otherwise)."""
+    must pay for itself: the classical answer stands unless the target says otherwise);
+    returns: the depth term at the returns of the simulated sweep that the input lacks
+    (``holdout``: what a held-out LiDAR split scores, see-through returns included, as the
+    LiDAR, not the camera, sees them)."""
 
     def __init__(self, config: TrainConfig, feature_channels: int):
         super().__init__()
@@ -81,6 +84,10 @@ class Objective(nn.Module):
         good = (inv > lo) & (ok > 0)
         return torch.where(good, 1.0 / inv.clamp_min(lo), torch.zeros_like(inv)), good
 
+    def _metres(self, depth_m, target_m, mask):
+        """The depth term's L1 + 0.2 x L2 in metres over ``mask``."""
+        return self.l1(depth_m, target_m, mask) + 0.2 * self.l2(depth_m, target_m, mask)
+
     def forward(self, out: dict, batch: dict) -> tuple[torch.Tensor, dict]:
         cfg, w = self.config, self.w
         target = batch["target"]
@@ -90,7 +97,7 @@ class Objective(nn.Module):
         terms = {}
         scale = cfg.depth_scale
         d_m, t_m = depth * scale, target * scale
-        terms["depth"] = self.l1(d_m, t_m, valid) + 0.2 * self.l2(d_m, t_m, valid)
+        terms["depth"] = self._metres(d_m, t_m, valid)
         if "coarse_depth" in out:  # the bin expectation before refinement (Student only)
             terms["depth"] = terms["depth"] + 0.5 * self.l1(out["coarse_depth"] * scale, t_m,
                                                             valid)
@@ -129,6 +136,14 @@ class Objective(nn.Module):
             has = batch["classical"] > 0
             terms["sparse"] = out["correction"].abs()[has].mean() if has.any() \
                 else depth.sum() * 0.0
+        if w["returns"]:
+            if "returns" not in batch:
+                raise ValueError("loss term 'returns' needs batches with held-out returns "
+                                 "(holdout > 0)")
+            held = batch["returns"]
+            has = (held > 0) & (held <= limit)
+            held_m = held * scale
+            terms["returns"] = self._metres(d_m, held_m, has)
         if self.feature is not None:
             feats = out["features"]
             terms["feature"] = self.feature(feats, teacher_features(teacher, feats.shape[-2:]))

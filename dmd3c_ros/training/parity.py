@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dmd3c_ros.training.synthetic import RGB_MEAN, RGB_STD  # what the trainer normalises with
+from dmd3c_ros.training.images import RGB_MEAN, RGB_STD  # what the trainer normalises with
 
 INPUT_NAMES = ("rgb", "sparse")
 RESIDUAL_INPUT = "classical"           # the residual student's third input (training/residual.py)

@@ -37,6 +37,7 @@ from torch.nn import functional as F
 from dmd3c_ros.core.features import (DENSITY_SCALE, DENSITY_WINDOW, FEATURES, LOG_FLOOR,
                                      LOG_SCALE, MISSING_OFFSET, SPREAD_MAX, SPREAD_WINDOW)
 from dmd3c_ros.training.student import SeparableBlock, _conv_bn_relu, _fuse_up, _stage
+from dmd3c_ros.training.images import image_edges
 
 CONTEXT_FEATURES = 2  # more with ResidualConfig.context: the farthest / nearest return nearby
 CONTEXT_CELL = 4      # the context maps' pooling: 4x4 cells, then 7x7 cells (a 28-pixel window)
@@ -64,6 +65,8 @@ class ResidualConfig:
     features_input: bool = False  # the second input is the FEATURES maps (core.features, the
                                   # runtime's pre-step), not the sparse map: an export option,
                                   # the same parameters (input_stride 1, no context only)
+    edges: bool = False           # one more input map: the image's edges (the gradient of its
+                                  # log brightness, :func:`image_edges`), not its colours
 
     def __post_init__(self):
         if len(self.widths) != 5 or len(self.blocks) != 5 or len(self.decoder_widths) != 4:
@@ -94,6 +97,11 @@ RESIDUAL_VARIANTS = {
     # parameters: started from residual_geo's weights); for CPUs where the full one is too slow.
     "residual_geo_half": ResidualConfig(name="residual_geo_half", use_rgb=False,
                                         deadzone=0.02, input_stride=2),
+    # residual_geo told where the image has edges (not its colours: the rendered colours were
+    # the synthetic-to-real gap of the image-fed variants), to say which side of a depth edge
+    # a pixel lies on.
+    "residual_geo_edges": ResidualConfig(name="residual_geo_edges", use_rgb=False,
+                                         deadzone=0.02, edges=True),
 }
 
 NO_RETURN = 10.0  # network units (depth / depth_scale <= 1): "no return" while pooling returns
@@ -172,7 +180,8 @@ class ResidualStudent(nn.Module):
         cfg = config or ResidualConfig()
         self.config = cfg
         w = cfg.widths
-        cin = FEATURES + (CONTEXT_FEATURES if cfg.context else 0) + (3 if cfg.use_rgb else 0)
+        cin = (FEATURES + (CONTEXT_FEATURES if cfg.context else 0) + (3 if cfg.use_rgb else 0)
+               + (1 if cfg.edges else 0))
         self.stem = nn.Sequential(_conv_bn_relu(cin, w[0], 3, 2),
                                   *[SeparableBlock(w[0], w[0]) for _ in range(cfg.blocks[0])])
         self.stages = nn.ModuleList(_stage(w[i - 1], w[i], cfg.blocks[i], 2) for i in range(1, 5))
@@ -209,7 +218,7 @@ class ResidualStudent(nn.Module):
     @property
     def uses_rgb(self) -> bool:
         """Whether the output depends on the image (the export writes ``rgb_used`` from it)."""
-        return bool(self.config.use_rgb or self.config.coarse_rgb)
+        return bool(self.config.use_rgb or self.config.coarse_rgb or self.config.edges)
 
     def _run(self, rgb, sparse, classical, features=None):
         """``features``: the FEATURES maps, given (then ``sparse`` is not used) or None (made
@@ -228,6 +237,8 @@ class ResidualStudent(nn.Module):
         if features is None:
             features = classical_features(net_sparse, net_classical, self.config.context)
         x_in = torch.cat([rgb, features], 1) if self.config.use_rgb else features
+        if self.config.edges:  # last, so that a student without them widens to this one
+            x_in = torch.cat([x_in, image_edges(rgb)], 1)
         skips = []
         x = self.stem(x_in)
         skips.append(x)
@@ -240,7 +251,7 @@ class ResidualStudent(nn.Module):
             if coarse is not None and index == self._coarse_stage:
                 x = x + coarse
             skips.append(x)
-        if not self.config.use_rgb and not self.config.coarse_rgb:
+        if not self.uses_rgb:
             # Keeps the unused image an input of the exported graph (the contract is the same
             # for every student) at the cost of one multiply on the stride-32 map.
             x = x + 0.0 * rgb[:, :1, :1, :1]

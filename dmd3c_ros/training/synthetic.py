@@ -21,22 +21,19 @@ is), which is said wherever figures are reported.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from dmd3c_ros.training.images import normalise_rgb, photometric_jitter, texture_noise
 from dmd3c_ros.training.lidar_augment import (BEAM_STRIDE, NO_RING, beam_footprint,  # noqa: F401
                                               keep_beams, lidar_dropout, lidar_shift,
                                               range_dropout)
 
 CACHE_VERSION = 1
-RGB_MEAN = (123.675, 116.28, 103.53)  # ImageNet mean / std on the 0-255 scale, RGB order
-RGB_STD = (58.395, 57.12, 57.375)
 
 
 def pseudo_metric_depth(relative_inverse: np.ndarray, median_depth: float,
@@ -168,28 +165,6 @@ def load_index(root: str | Path) -> dict:
     return index
 
 
-def normalise_rgb(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8/float 0-255 -> (3, H, W) float32 with the ImageNet mean and std."""
-    x = (np.asarray(rgb, np.float32) - np.float32(RGB_MEAN)) / np.float32(RGB_STD)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
-
-
-def photometric_jitter(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Brightness, contrast, saturation, gamma, per-channel gain, blur and sensor noise (0-255
-    float32): rendered images are cleaner than a real camera's, the network must not rely on it."""
-    x = np.asarray(rgb, np.float32) / 255.0
-    x = np.clip(x, 0, 1) ** np.float32(math.exp(rng.uniform(-0.35, 0.35)))
-    x = x * np.float32(rng.uniform(0.7, 1.3)) * rng.uniform(0.9, 1.1, 3).astype(np.float32)
-    mean = x.mean()
-    x = (x - mean) * np.float32(rng.uniform(0.7, 1.3)) + mean
-    grey = x.mean(axis=2, keepdims=True)
-    x = grey + (x - grey) * np.float32(rng.uniform(0.5, 1.4))
-    if rng.random() < 0.3:
-        x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.4, 1.2)))
-    x = x + rng.normal(0, rng.uniform(0.0, 0.03), x.shape).astype(np.float32)
-    return np.clip(x, 0, 1) * 255.0
-
-
 @dataclass
 class CropSampler:
     """Draws training crops from a cache.
@@ -221,6 +196,10 @@ class CropSampler:
                                      # the image and ground truth (lidar_shift())
     footprint: int = 0               # > 0: beam_footprint() of this radius on the returns ...
     footprint_target: bool = False   # ... and on the ground truth (LiDAR-made, as KITTI's)
+    texture: float = 0.0             # > 0: texture_noise() of up to this strength on the image
+    holdout: float = 0.0             # > 0: this share of the input's returns held out; with
+                                     # it every sample carries "returns": the sweep's returns
+                                     # the input lacks (held out, thinned beams, dropped)
 
     def __post_init__(self):
         if self.stage not in ("pretrain", "finetune"):
@@ -259,20 +238,31 @@ class CropSampler:
         augmented, the image jittered, a horizontal flip with p = 0.5 (``flip``), network
         units."""
         beams = int(rng.choice(self._beams, p=self._probs))
+        sweep = sparse
         sparse = keep_beams(sparse, ring, beams)
         if beams and (self.point_dropout or self.blob_dropout):
             sparse = lidar_dropout(sparse, rng, self.point_dropout, self.blob_dropout)
         if beams and self.range_dropout and rng.random() < self.range_dropout:
             sparse = range_dropout(sparse, rgb, rng)
-        if beams and self.lidar_shift:
+        returns = None
+        if self.holdout:  # as the real frames' LiDAR splits score a student
+            if beams:
+                sparse = np.where(rng.random(sparse.shape) < self.holdout, np.float32(0.0),
+                                  sparse)
+            returns = np.where((sweep > 0) & (sparse <= 0), sweep, np.float32(0.0))
+        if beams and self.lidar_shift:  # the input moves; the returns it lacks stay put
             sparse = lidar_shift(sparse, rng, self.lidar_shift)
         if self.footprint:
             sparse = np.where(sparse > 0, beam_footprint(sparse, self.footprint),
                               np.float32(0.0))  # returns only; float32 as the cache
             if self.footprint_target:
                 target = beam_footprint(target, self.footprint)
+        if self.texture:
+            rgb = texture_noise(rgb, rng, self.texture)
         out = {"rgb": photometric_jitter(rgb, rng) if self.jitter else rgb.astype(np.float32),
                "sparse": sparse, "target": target, "teacher": teacher}
+        if returns is not None:
+            out["returns"] = returns
         if flip and rng.random() < 0.5:
             out = {k: v[:, ::-1] for k, v in out.items()}
         extra = {}
@@ -281,6 +271,8 @@ class CropSampler:
             extra["classical"] = classical_units(
                 np.ascontiguousarray(out["sparse"]), max_depth=self.classical_max_depth,
                 depth_scale=self.depth_scale)[None]
+        if returns is not None:
+            extra["returns"] = (out["returns"] / self.depth_scale)[None].astype(np.float32)
         return {**extra, "rgb": normalise_rgb(out["rgb"]),
                 "sparse": (out["sparse"] / self.depth_scale)[None].astype(np.float32),
                 "target": (out["target"] / self.depth_scale)[None].astype(np.float32),

@@ -12,7 +12,7 @@ STAGES = ("pretrain", "finetune")
 SELECT_KEYS = {"synthetic": "hdl64_rmse_m", "real": "real_rmse_ratio",
                "surround": "surround_rmse_m"}   # held-out surround pairs (surround_cache)
 TERMS = ("depth", "log", "grad", "nll", "ssi", "bins", "feature", "focal", "uwd", "xview",
-         "vrel", "sparse")
+         "vrel", "sparse", "returns")
 DISTILLATION_TERMS = ("ssi", "bins", "feature", "focal", "uwd", "vrel")
 VIEW_TERMS = ("xview", "vrel")   # need the pairs of a surround cache (surround_cache)
 
@@ -44,6 +44,9 @@ class TrainConfig:
     lidar_shift: int = 0          # move the returns by up to this many pixels (CropSampler)
     footprint: int = 0            # LiDAR beam footprint radius, pixels, on the returns ...
     footprint_target: bool = False  # ... and on the ground truth (CropSampler)
+    texture: float = 0.0          # image texture noise of up to this log brightness (CropSampler)
+    holdout: float = 0.0          # share of the input's returns held out as targets (the
+                                  # "returns" term; CropSampler)
     surround_cache: str = ""      # set: every batch is pairs of adjacent views of the synthetic
                                   # surround rig (training.multiview), batch_size pairs
     view_samples: int = 128       # correspondences per pair (xview, vrel)
@@ -99,6 +102,9 @@ class TrainConfig:
             raise ValueError("select: surround needs surround_cache (its held-out pairs)")
         if any(self.weights.get(t, 0) for t in VIEW_TERMS) and not self.surround_cache:
             raise ValueError(f"the loss terms {VIEW_TERMS} need surround_cache (pairs of views)")
+        if self.weights.get("returns", 0) and not 0.0 < self.holdout < 1.0:
+            raise ValueError("the loss term 'returns' needs holdout in (0, 1): the share of the "
+                             "input's returns held out as its targets")
         if not 1 <= self.real_splits <= 20:
             raise ValueError(f"real_splits must be in [1, 20], got {self.real_splits}")
         if self.crop[0] % 32 or self.crop[1] % 32:

@@ -84,7 +84,8 @@ def training_sampler(config: TrainConfig, index: dict, classical: bool):
                         classical_max_depth=config.max_depth,
                         point_dropout=config.point_dropout, blob_dropout=config.blob_dropout,
                         range_dropout=config.range_dropout, lidar_shift=config.lidar_shift,
-                        footprint=config.footprint, footprint_target=config.footprint_target)
+                        footprint=config.footprint, footprint_target=config.footprint_target,
+                        texture=config.texture, holdout=config.holdout)
     if not config.surround_cache:
         return crops
     return PairSampler(config.surround_cache, crops, crop=config.crop,

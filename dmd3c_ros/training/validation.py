@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dmd3c_ros.training.synthetic import keep_beams, normalise_rgb
+from dmd3c_ros.training.images import normalise_rgb
+from dmd3c_ros.training.lidar_augment import keep_beams
 from dmd3c_ros.training.train_config import TrainConfig
 
 def _classical_tensor(sparse_units: torch.Tensor, config: TrainConfig) -> torch.Tensor:
