@@ -36,8 +36,8 @@ from torch.nn import functional as F
 
 from dmd3c_ros.core.features import (DENSITY_SCALE, DENSITY_WINDOW, FEATURES, LOG_FLOOR,
                                      LOG_SCALE, MISSING_OFFSET, SPREAD_MAX, SPREAD_WINDOW)
-from dmd3c_ros.training.student import SeparableBlock, _conv_bn_relu, _fuse_up, _stage
 from dmd3c_ros.training.images import image_edges
+from dmd3c_ros.training.student import SeparableBlock, _conv_bn_relu, _fuse_up, _stage
 
 CONTEXT_FEATURES = 2  # more with ResidualConfig.context: the farthest / nearest return nearby
 CONTEXT_CELL = 4      # the context maps' pooling: 4x4 cells, then 7x7 cells (a 28-pixel window)
