@@ -182,3 +182,15 @@ def test_a_multiview_run_trains_with_both_view_terms(surround, tmp_path_factory,
         for x in (tmp_path / "run" / "history.jsonl").read_text().splitlines())
     with pytest.raises(ValueError, match="select: surround needs surround_cache"):
         TrainConfig(stage="finetune", select="surround").check()
+
+
+def test_within_sweep_keeps_points_at_or_below_their_columns_top_return():
+    from dmd3c_ros.training.multiview import _within_sweep
+    sparse = np.zeros((10, 4), np.float32)
+    sparse[3, 0] = sparse[6, 1] = 5.0            # column 2 and 3: no return at all
+    rows, cols = np.array([2, 3, 9, 5, 6, 0]), np.array([0, 0, 0, 1, 1, 2])
+    found = (rows, cols, rows * 1.0, cols * 1.0, np.ones(6), np.zeros(6))
+    kept = _within_sweep(found, sparse, samples=1)
+    assert list(zip(kept[0], kept[1])) == [(3, 0), (9, 0), (6, 1)]
+    assert all(len(x) == 3 for x in kept)
+    assert _within_sweep(found, sparse, samples=4) is found   # too few left: all of them

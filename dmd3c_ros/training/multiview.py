@@ -142,6 +142,16 @@ def correspondences(depth_a, P_a, a_from_lidar, depth_b, P_b, b_from_lidar):
     return rows[seen], cols[seen], u[seen], v[seen], alpha, beta
 
 
+def _within_sweep(found: tuple, sparse_a: np.ndarray, samples: int) -> tuple:
+    """``correspondences``' arrays kept where the point of a lies at or below the top-most return
+    of its column (all of them where fewer than ``samples`` would be left)."""
+    rows, cols = found[0], found[1]
+    returns = sparse_a > 0
+    top = np.where(returns.any(axis=0), returns.argmax(axis=0), returns.shape[0])
+    inside = rows >= top[cols]
+    return tuple(x[inside] for x in found) if int(inside.sum()) >= samples else found
+
+
 def _centre(P) -> np.ndarray:
     """The optical frame's point at depth 0 on every ray of ``P`` (-P3^-1 p4)."""
     P = np.asarray(P, np.float64)
@@ -159,6 +169,8 @@ class PairSampler:
     samples: int = 128          # K correspondences per pair
     seed: int = 0
     files: list = field(default_factory=list)
+    within_sweep: bool = False  # only points at or below the top return of their column in
+                                # camera a (the sweep's gaps, not the rows above the LiDAR)
 
     def __post_init__(self):
         self.root = Path(self.root)
@@ -174,6 +186,8 @@ class PairSampler:
             a, b = self.pairs[int(rng.integers(len(self.pairs)))]
             found = correspondences(data[f"depth{a}"], data["P"][a], data["lidar_to_camera"][a],
                                     data[f"depth{b}"], data["P"][b], data["lidar_to_camera"][b])
+            if self.within_sweep:
+                found = _within_sweep(found, data[f"sparse{a}"], self.samples)
             if len(found[0]) >= self.samples:
                 break
         else:

@@ -50,6 +50,7 @@ class TrainConfig:
     surround_cache: str = ""      # set: every batch is pairs of adjacent views of the synthetic
                                   # surround rig (training.multiview), batch_size pairs
     view_samples: int = 128       # correspondences per pair (xview, vrel)
+    view_within_sweep: bool = False  # correspondences only inside the sweep (PairSampler)
     real_val: bool = True         # also validate on the real frames of ../shared/data
     real_splits: int = 1          # held-out LiDAR splits per real frame (evaluation.real_frames):
                                   # 1 = the object frame's seed 0 only (how version 6 was chosen)

@@ -89,7 +89,8 @@ def training_sampler(config: TrainConfig, index: dict, classical: bool):
     if not config.surround_cache:
         return crops
     return PairSampler(config.surround_cache, crops, crop=config.crop,
-                       samples=config.view_samples, seed=config.seed, files=list(files))
+                       samples=config.view_samples, seed=config.seed, files=list(files),
+                       within_sweep=config.view_within_sweep)
 
 
 def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None,
