@@ -52,17 +52,16 @@ def _carry(w, Q: np.ndarray, k: np.ndarray, shape: tuple[int, int]):
     """Depths ``w`` ((h, w), or one depth for all) of A's pixels whose carriers are ``Q``
     (3, h, w), ``k`` -> (their depth in B, B's column, B's row, where they land inside B in
     front of it); NaN or <= 0 depths land nowhere."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = w * Q[2] + k[2]
-        u = np.floor((w * Q[0] + k[0]) / z + 0.5)
-        v = np.floor((w * Q[1] + k[1]) / z + 0.5)
+    z, u, v = _carry_pixels(w, Q, k)
+    with np.errstate(invalid="ignore"):
         inside = (w > 0) & (z >= 1e-6) & (u >= 0) & (u < shape[1]) & (v >= 0) & (v < shape[0])
     return z, u, v, inside
 
 
-def _carry_pixels(w: np.ndarray, Q: np.ndarray, k: np.ndarray):
-    """As :func:`_carry` for an (h, w) float32 ``w``: (depth in B, B's column, B's row), the
-    pixels as whole-number float32 maps for ``cv2.remap``, computed in place."""
+def _carry_pixels(w, Q: np.ndarray, k: np.ndarray):
+    """Depths ``w`` ((h, w), or one depth for all) carried as :func:`_carry` says -> (depth in
+    B, B's column, B's row), the pixels whole numbers in ``Q``'s dtype (float32 maps for
+    ``cv2.remap`` in the blend), computed in place."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         z = np.multiply(w, Q[2])
         z += k[2]
