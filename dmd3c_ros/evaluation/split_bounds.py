@@ -1,0 +1,250 @@
+"""What a LiDAR split's held-out returns reward, and what choosing among the kept returns around
+them could win at best.
+
+``python -m dmd3c_ros.evaluation.split_bounds --kitti DIR [--lidar-split 0.2] [--seeds 0:10]
+[--radius 3] [--blend-radius 5] [--json PATH]``
+
+For every frame of DIR and every seed, the split of ``split_seeds`` (the same kept input and
+held-out ground truth as ``dmd3c eval --lidar-split F --seed S``) and the classical completion
+of the kept returns, and then:
+
+- ``large``: the held-out returns the classical answer misses by more than 1 m, their share of
+  the returns and of the squared error; ``nearer``: those of them where the classical answer is
+  nearer than the return (a foreground's depth where the LiDAR reached past its edge);
+- ``oracle``: every held-out return answered by whichever lies nearest to it in depth of the
+  classical answer and the kept returns within ``radius`` pixels. No completion that picks one
+  of these can do better; one that blends or invents depths can;
+- ``blend``: where the kept returns within ``blend_radius`` pixels spread by more than 1 m
+  (standard deviation), their mean instead of the classical answer; elsewhere the classical
+  answer. An answer between a foreground and the background behind it (a flying pixel in a
+  point cloud): what the RMSE of a split rewards at an edge where the MAE does not.
+
+RMSE and MAE of each as multiples of the classical answer's, per seed and their mean. Where a
+frame has camera-side ground truth (KITTI depth completion: the official sparse input and its
+semi-dense ground truth, kept where stereo agrees), the blend is also scored there, on the
+official input: it tells whether what the split rewards is what a camera sees. A bar on a
+split's RMSE (issue 17: 0.9 x classical on KITTI object 000000) is read against these:
+``models/README.md`` ("What a LiDAR split rewards").
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+import cv2
+import numpy as np
+
+from dmd3c_ros.core.classical import complete_classical
+from dmd3c_ros.core.io import write_json
+from dmd3c_ros.core.projection import project_to_depth
+
+from .lidar_split import split_points
+from .sources import open_kitti
+from .split_seeds import parse_seeds
+
+PROG = "python -m dmd3c_ros.evaluation.split_bounds"
+LARGE_M = 1.0    # an error larger than this is "large"
+SPREAD_M = 1.0   # kept returns spread more than this around a pixel: an edge
+
+
+def _errors(answer: np.ndarray, truth: np.ndarray) -> dict:
+    error = answer.astype(np.float64) - truth
+    return {"rmse_mm": 1000.0 * float(np.sqrt(np.mean(error ** 2))),
+            "mae_mm": 1000.0 * float(np.mean(np.abs(error)))}
+
+
+def oracle_answer(kept: np.ndarray, classical: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+                  truth: np.ndarray, radius: int) -> np.ndarray:
+    """At pixels (ys, xs): whichever of the classical answer and the kept returns within
+    ``radius`` pixels (a square window) lies nearest to ``truth`` in depth."""
+    height, width = kept.shape
+    best = classical[ys, xs].astype(np.float64)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            y, x = ys + dy, xs + dx
+            inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
+            depth = np.zeros(len(ys))
+            depth[inside] = kept[y[inside], x[inside]]
+            better = (depth > 0) & (np.abs(depth - truth) < np.abs(best - truth))
+            best[better] = depth[better]
+    return best
+
+
+def blend_answer(kept: np.ndarray, classical: np.ndarray, radius: int,
+                 spread: float = SPREAD_M) -> np.ndarray:
+    """(H, W): the mean of the kept returns in a (2 radius + 1)^2 window where their standard
+    deviation exceeds ``spread`` metres, the classical answer elsewhere."""
+    size = (2 * radius + 1, 2 * radius + 1)
+    depth = kept.astype(np.float64)
+    count = cv2.boxFilter((depth > 0).astype(np.float64), -1, size, normalize=False)
+    total = cv2.boxFilter(depth, -1, size, normalize=False)
+    squares = cv2.boxFilter(depth * depth, -1, size, normalize=False)
+    mean = total / np.maximum(count, 1.0)
+    sd = np.sqrt(np.maximum(squares / np.maximum(count, 1.0) - mean ** 2, 0.0))
+    return np.where((count > 1) & (sd > spread), mean, classical)
+
+
+def bounds(kept: np.ndarray, truth: np.ndarray, classical: np.ndarray, *, radius: int = 3,
+           blend_radius: int = 5) -> dict | None:
+    """The figures of one split (module docstring); None when no held-out return has a
+    classical answer.
+
+    Args:
+        kept: (H, W) metres, the input's returns (0 = none).
+        truth: (H, W) metres, the held-out returns (0 = none).
+        classical: (H, W) metres, the completion of ``kept`` (NaN = no value).
+    """
+    ys, xs = np.nonzero((truth > 0) & np.isfinite(classical))
+    if not len(ys):
+        return None
+    target = truth[ys, xs].astype(np.float64)
+    answer = classical[ys, xs].astype(np.float64)
+    error = answer - target
+    squared = error ** 2
+    large = np.abs(error) > LARGE_M
+    nearer = large & (error < 0)
+    total = float(squared.sum()) or 1.0
+    runs = {"classical": _errors(answer, target),
+            "oracle": _errors(oracle_answer(kept, classical, ys, xs, target, radius), target),
+            "blend": _errors(blend_answer(kept, classical, blend_radius)[ys, xs], target)}
+    reference = runs["classical"]
+    for figures in runs.values():
+        figures["rmse_ratio"] = figures["rmse_mm"] / reference["rmse_mm"]
+        figures["mae_ratio"] = figures["mae_mm"] / reference["mae_mm"]
+    return {"returns": len(ys), **runs,
+            "large": {"share": float(large.mean()),
+                      "squared_share": float(squared[large].sum()) / total},
+            "nearer": {"share": float(nearer.mean()),
+                       "squared_share": float(squared[nearer].sum()) / total}}
+
+
+def sweep(source, *, fraction: float, seeds, radius: int = 3, blend_radius: int = 5,
+          min_depth: float = 0.1, max_depth: float = 100.0, progress=None) -> dict:
+    """{"rows": [{frame, seed, **bounds}], "summary": {figure: mean over the rows}} of every
+    frame with LiDAR of a KITTI folder."""
+    rows, officials = [], []
+    for camera, loader in open_kitti(source, points=True):
+        for index in range(len(loader)):
+            sample = loader[index]
+            points, T = sample.get("points"), sample.get("lidar_to_camera")
+            if points is None or T is None or not len(points):
+                continue
+            for seed in seeds:
+                kept_points, truth = split_points(points, sample["camera"], T, fraction,
+                                                  (seed, index), min_depth=min_depth,
+                                                  max_depth=max_depth)
+                kept = project_to_depth(kept_points, sample["camera"], T, min_depth=min_depth,
+                                        max_depth=max_depth)
+                figures = bounds(kept, truth, complete_classical(kept, max_depth=max_depth),
+                                 radius=radius, blend_radius=blend_radius)
+                if figures is None:
+                    continue
+                rows.append({"frame": f"{camera}/{index}", "seed": seed, **figures})
+                if progress is not None:
+                    progress(f"{camera}/{index} seed {seed}: classical "
+                             f"{figures['classical']['rmse_mm']:.1f} mm, oracle "
+                             f"{figures['oracle']['rmse_ratio']:.3f} x")
+            official = _official(sample, blend_radius, max_depth)
+            if official is not None:
+                officials.append({"frame": f"{camera}/{index}", **official})
+    if not rows:
+        raise ValueError(f"{source}: no frame with LiDAR returns to split")
+    keys = [("oracle", "rmse_ratio"), ("oracle", "mae_ratio"), ("blend", "rmse_ratio"),
+            ("blend", "mae_ratio"), ("large", "share"), ("large", "squared_share"),
+            ("nearer", "share"), ("nearer", "squared_share")]
+    summary = {f"{a}_{b}": float(np.mean([row[a][b] for row in rows])) for a, b in keys}
+    return {"source": str(source), "lidar_split": fraction, "seeds": list(seeds),
+            "radius": radius, "blend_radius": blend_radius, "rows": rows, "summary": summary,
+            "official": officials}
+
+
+def _official(sample, blend_radius: int, max_depth: float) -> dict | None:
+    """{classical, blend} errors on a frame's own sparse input and ground truth, or None when
+    it has neither."""
+    sparse, truth = sample.get("sparse"), sample.get("gt")
+    if sparse is None or truth is None:
+        return None
+    classical = complete_classical(sparse, max_depth=max_depth)
+    where = (truth > 0) & np.isfinite(classical)
+    if not np.any(where):
+        return None
+    target = truth[where].astype(np.float64)
+    runs = {"classical": _errors(classical[where], target),
+            "blend": _errors(blend_answer(sparse, classical, blend_radius)[where], target)}
+    runs["blend"]["rmse_ratio"] = runs["blend"]["rmse_mm"] / runs["classical"]["rmse_mm"]
+    runs["blend"]["mae_ratio"] = runs["blend"]["mae_mm"] / runs["classical"]["mae_mm"]
+    return {"pixels": int(where.sum()), **runs}
+
+
+def markdown(result: dict, command: str) -> str:
+    lines = [f"`{command}`", "",
+             f"{result['source']}: {result['lidar_split']:.0%} of the visible points held out per "
+             f"seed; oracle: the best of the classical answer and the kept returns within "
+             f"{result['radius']} px; blend: the mean of the kept returns within "
+             f"{result['blend_radius']} px where they spread by more than {SPREAD_M:g} m",
+             "", "| frame | seed | classical RMSE / MAE mm | errors > 1 m: share of returns / "
+             "of squared error | of them nearer than the return | oracle RMSE / MAE | blend "
+             "RMSE / MAE |", "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def pair(figures, a="rmse_ratio", b="mae_ratio", unit="x"):
+        return f"{figures[a]:.3f} / {figures[b]:.3f}{unit}"
+
+    for row in result["rows"]:
+        c = row["classical"]
+        lines.append(f"| {row['frame']} | {row['seed']} | {c['rmse_mm']:.1f} / "
+                     f"{c['mae_mm']:.1f} | {pair(row['large'], 'share', 'squared_share', '')} | "
+                     f"{pair(row['nearer'], 'share', 'squared_share', '')} | "
+                     f"{pair(row['oracle'])} | {pair(row['blend'])} |")
+    s = result["summary"]
+    lines.append(f"| mean | | | {s['large_share']:.3f} / {s['large_squared_share']:.3f} | "
+                 f"{s['nearer_share']:.3f} / {s['nearer_squared_share']:.3f} | "
+                 f"{s['oracle_rmse_ratio']:.3f} / {s['oracle_mae_ratio']:.3f}x | "
+                 f"{s['blend_rmse_ratio']:.3f} / {s['blend_mae_ratio']:.3f}x |")
+    for row in result.get("official", []):
+        c, b = row["classical"], row["blend"]
+        lines += ["", f"{row['frame']}, its own sparse input and camera-side ground truth "
+                  f"({row['pixels']} pixels): classical {c['rmse_mm']:.1f} / {c['mae_mm']:.1f} "
+                  f"mm, blend {b['rmse_mm']:.1f} / {b['mae_mm']:.1f} mm "
+                  f"({pair(b)} RMSE / MAE)"]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kitti", required=True, help="KITTI-format folder with velodyne.bin")
+    parser.add_argument("--lidar-split", type=float, default=0.2, metavar="FRACTION")
+    parser.add_argument("--seeds", type=parse_seeds, default=list(range(10)),
+                        help="START:STOP or a,b,c (default 0:10)")
+    parser.add_argument("--radius", type=int, default=3, metavar="PX",
+                        help="the oracle's window: kept returns within PX pixels (default 3)")
+    parser.add_argument("--blend-radius", type=int, default=5, metavar="PX",
+                        help="the blend's window (default 5)")
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args(argv)
+    if not 0.0 < args.lidar_split < 1.0:
+        parser.error("--lidar-split must be between 0 and 1")
+    if args.radius < 0 or args.blend_radius < 1:
+        parser.error("--radius must be >= 0 and --blend-radius >= 1")
+    return args
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    try:
+        result = sweep(args.kitti, fraction=args.lidar_split, seeds=args.seeds,
+                       radius=args.radius, blend_radius=args.blend_radius,
+                       progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    except (OSError, ValueError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    command = " ".join([PROG] + [shlex.quote(a) for a in argv])
+    if args.json:
+        write_json(args.json, {**result, "command": command})
+    print(markdown(result, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
