@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from dmd3c_ros.core.metrics import average_metrics, depth_metrics, interpolate_background
+from dmd3c_ros.core.metrics import (average_metrics, depth_metrics, interpolate_background,
+                                    paired_metrics)
 
 
 def test_metrics_by_hand():
@@ -18,6 +19,10 @@ def test_metrics_by_hand():
     assert m["sq_rel"] == pytest.approx((0.25 / 2 + 1.0 / 5) / 3)
     assert m["delta1"] == pytest.approx(1 / 3)  # ratios 1.25, 1, 1.25: strict inequality
     assert m["delta2"] == 1.0
+    # the same pairs as values at the ground truth's pixels: the same figures
+    assert paired_metrics(np.array([2.5, 4.0, 4.0]), np.array([2.0, 4.0, 5.0])) == m
+    with pytest.raises(ValueError):
+        paired_metrics(np.ones(2), np.ones(3))
 
 
 def test_devkit_background_interpolation_rows():

@@ -79,11 +79,19 @@ def test_on_the_real_frames(kitti_object, kitti_dc, tmp_path, capsys):
         assert row["oracle"]["rmse_ratio"] <= 1.0 and row["oracle"]["mae_ratio"] <= 1.0
         assert 0.0 < row["nearer"]["share"] <= row["large"]["share"] < 1.0
     assert result["official"] == []  # the object frame has no depth ground truth
+    # its velodyne.bin is stored ring by ring: the ring answer is there, 64 rings
+    from dmd3c_ros.evaluation.scan_lines import scan_rings
+    from dmd3c_ros.evaluation.sources import open_kitti
+    rings = scan_rings(open_kitti(kitti_object, points=True)[0][1][0]["points"])
+    assert rings is not None and rings[-1] + 1 in (64, 65)   # a first partial ring may lead
+    assert all(np.isfinite(row["ring"]["rmse_ratio"]) for row in rows)
+    assert "ring_rmse_ratio" in result["summary"]
     table = capsys.readouterr().out
     assert "| mean |" in table and result["command"].startswith(split_bounds.PROG)
     assert split_bounds.main(["--kitti", str(kitti_dc), "--seeds", "0"]) == 0
     out = capsys.readouterr().out
     assert "camera-side ground truth" in out and "classical 1079.8 / 268.1 mm" in out
+    assert "the whole raw sweep" in out   # the ring answer on the camera-side ground truth
 
 
 def test_bad_arguments(tmp_path, capsys):

@@ -107,6 +107,12 @@ def _pair(prediction, ground_truth) -> tuple[np.ndarray, np.ndarray]:
     return prediction, ground_truth
 
 
+def paired_metrics(prediction, ground_truth) -> dict[str, float]:
+    """The metrics of paired depths (metres, any matching shapes, e.g. (K,) values at the
+    ground truth's pixels), every pair scored: METRIC_NAMES plus ``pixels``."""
+    return _figures(*_pair(prediction, ground_truth))
+
+
 def _figures(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """The metrics of paired (K,) float64 prediction and ground-truth depths (metres)."""
     if gt.size == 0:

@@ -17,12 +17,17 @@ of the kept returns, and then:
 - ``blend``: where the kept returns within ``blend_radius`` pixels spread by more than 1 m
   (standard deviation), their mean instead of the classical answer; elsewhere the classical
   answer. An answer between a foreground and the background behind it (a flying pixel in a
-  point cloud): what the RMSE of a split rewards at an edge where the MAE does not.
+  point cloud): what the RMSE of a split rewards at an edge where the MAE does not;
+- ``ring``: where a held-out return lies between two consecutive kept returns of its own scan
+  line that agree in depth, their interpolation (``scan_lines.ring_gaps``); elsewhere the
+  classical answer. The LiDAR's own view along its rings: what a split of that same sweep
+  scores. Only for sweeps stored ring by ring (KITTI's velodyne.bin).
 
 RMSE and MAE of each as multiples of the classical answer's, per seed and their mean. Where a
 frame has camera-side ground truth (KITTI depth completion: the official sparse input and its
-semi-dense ground truth, kept where stereo agrees), the blend is also scored there, on the
-official input: it tells whether what the split rewards is what a camera sees. A bar on a
+semi-dense ground truth, kept where stereo agrees), the blend is also scored there on the
+official input, and the ring answer on the whole raw sweep (the classical completion with every
+ring gap filled): they tell whether what the split rewards is what a camera sees. A bar on a
 split's RMSE (issue 17: 0.9 x classical on KITTI object 000000) is read against these:
 ``models/README.md`` ("What a LiDAR split rewards").
 """
@@ -37,9 +42,11 @@ import numpy as np
 
 from dmd3c_ros.core.classical import complete_classical
 from dmd3c_ros.core.io import write_json
+from dmd3c_ros.core.metrics import paired_metrics
 from dmd3c_ros.core.projection import project_to_depth
 
 from .lidar_split import split_points
+from .scan_lines import ring_gaps, scan_rings
 from .sources import open_kitti
 from .split_seeds import parse_seeds
 
@@ -49,9 +56,8 @@ SPREAD_M = 1.0   # kept returns spread more than this around a pixel: an edge
 
 
 def _errors(answer: np.ndarray, truth: np.ndarray) -> dict:
-    error = answer.astype(np.float64) - truth
-    return {"rmse_mm": 1000.0 * float(np.sqrt(np.mean(error ** 2))),
-            "mae_mm": 1000.0 * float(np.mean(np.abs(error)))}
+    figures = paired_metrics(answer, truth)
+    return {"rmse_mm": figures["rmse_mm"], "mae_mm": figures["mae_mm"]}
 
 
 def oracle_answer(kept: np.ndarray, classical: np.ndarray, ys: np.ndarray, xs: np.ndarray,
@@ -85,8 +91,18 @@ def blend_answer(kept: np.ndarray, classical: np.ndarray, radius: int,
     return np.where((count > 1) & (sd > spread), mean, classical)
 
 
+def _scored(answers: dict, target: np.ndarray) -> dict:
+    """{name: errors with rmse_ratio / mae_ratio against answers["classical"]}."""
+    runs = {name: _errors(answer, target) for name, answer in answers.items()}
+    reference = runs["classical"]
+    for figures in runs.values():
+        figures["rmse_ratio"] = figures["rmse_mm"] / reference["rmse_mm"]
+        figures["mae_ratio"] = figures["mae_mm"] / reference["mae_mm"]
+    return runs
+
+
 def bounds(kept: np.ndarray, truth: np.ndarray, classical: np.ndarray, *, radius: int = 3,
-           blend_radius: int = 5) -> dict | None:
+           blend_radius: int = 5, gaps: np.ndarray | None = None) -> dict | None:
     """The figures of one split (module docstring); None when no held-out return has a
     classical answer.
 
@@ -94,6 +110,8 @@ def bounds(kept: np.ndarray, truth: np.ndarray, classical: np.ndarray, *, radius
         kept: (H, W) metres, the input's returns (0 = none).
         truth: (H, W) metres, the held-out returns (0 = none).
         classical: (H, W) metres, the completion of ``kept`` (NaN = no value).
+        gaps: (H, W) metres, 0 = none: ``scan_lines.ring_gaps`` of the kept returns, for the
+            ``ring`` answer (left out when None).
     """
     ys, xs = np.nonzero((truth > 0) & np.isfinite(classical))
     if not len(ys):
@@ -105,14 +123,12 @@ def bounds(kept: np.ndarray, truth: np.ndarray, classical: np.ndarray, *, radius
     large = np.abs(error) > LARGE_M
     nearer = large & (error < 0)
     total = float(squared.sum()) or 1.0
-    runs = {"classical": _errors(answer, target),
-            "oracle": _errors(oracle_answer(kept, classical, ys, xs, target, radius), target),
-            "blend": _errors(blend_answer(kept, classical, blend_radius)[ys, xs], target)}
-    reference = runs["classical"]
-    for figures in runs.values():
-        figures["rmse_ratio"] = figures["rmse_mm"] / reference["rmse_mm"]
-        figures["mae_ratio"] = figures["mae_mm"] / reference["mae_mm"]
-    return {"returns": len(ys), **runs,
+    answers = {"classical": answer,
+               "oracle": oracle_answer(kept, classical, ys, xs, target, radius),
+               "blend": blend_answer(kept, classical, blend_radius)[ys, xs]}
+    if gaps is not None:
+        answers["ring"] = np.where(gaps[ys, xs] > 0, gaps[ys, xs], answer)
+    return {"returns": len(ys), **_scored(answers, target),
             "large": {"share": float(large.mean()),
                       "squared_share": float(squared[large].sum()) / total},
             "nearer": {"share": float(nearer.mean()),
@@ -136,8 +152,12 @@ def sweep(source, *, fraction: float, seeds, radius: int = 3, blend_radius: int 
                                                   max_depth=max_depth)
                 kept = project_to_depth(kept_points, sample["camera"], T, min_depth=min_depth,
                                         max_depth=max_depth)
+                rings = scan_rings(kept_points)
+                gaps = None if rings is None else ring_gaps(
+                    kept_points, rings, sample["camera"], T, occupied=kept,
+                    min_depth=min_depth, max_depth=max_depth)
                 figures = bounds(kept, truth, complete_classical(kept, max_depth=max_depth),
-                                 radius=radius, blend_radius=blend_radius)
+                                 radius=radius, blend_radius=blend_radius, gaps=gaps)
                 if figures is None:
                     continue
                 rows.append({"frame": f"{camera}/{index}", "seed": seed, **figures})
@@ -145,7 +165,7 @@ def sweep(source, *, fraction: float, seeds, radius: int = 3, blend_radius: int 
                     progress(f"{camera}/{index} seed {seed}: classical "
                              f"{figures['classical']['rmse_mm']:.1f} mm, oracle "
                              f"{figures['oracle']['rmse_ratio']:.3f} x")
-            official = _official(sample, blend_radius, max_depth)
+            official = _official(sample, blend_radius, min_depth, max_depth)
             if official is not None:
                 officials.append({"frame": f"{camera}/{index}", **official})
     if not rows:
@@ -153,15 +173,18 @@ def sweep(source, *, fraction: float, seeds, radius: int = 3, blend_radius: int 
     keys = [("oracle", "rmse_ratio"), ("oracle", "mae_ratio"), ("blend", "rmse_ratio"),
             ("blend", "mae_ratio"), ("large", "share"), ("large", "squared_share"),
             ("nearer", "share"), ("nearer", "squared_share")]
+    if all("ring" in row for row in rows):
+        keys += [("ring", "rmse_ratio"), ("ring", "mae_ratio")]
     summary = {f"{a}_{b}": float(np.mean([row[a][b] for row in rows])) for a, b in keys}
     return {"source": str(source), "lidar_split": fraction, "seeds": list(seeds),
             "radius": radius, "blend_radius": blend_radius, "rows": rows, "summary": summary,
             "official": officials}
 
 
-def _official(sample, blend_radius: int, max_depth: float) -> dict | None:
-    """{classical, blend} errors on a frame's own sparse input and ground truth, or None when
-    it has neither."""
+def _official(sample, blend_radius: int, min_depth: float, max_depth: float) -> dict | None:
+    """Camera-side checks of a frame with its own sparse input and ground truth (None without):
+    {"official": classical and blend on that input; "sweep": classical and ring on the whole
+    raw sweep, when it is stored ring by ring}, each {name: errors}, and the pixels scored."""
     sparse, truth = sample.get("sparse"), sample.get("gt")
     if sparse is None or truth is None:
         return None
@@ -170,11 +193,23 @@ def _official(sample, blend_radius: int, max_depth: float) -> dict | None:
     if not np.any(where):
         return None
     target = truth[where].astype(np.float64)
-    runs = {"classical": _errors(classical[where], target),
-            "blend": _errors(blend_answer(sparse, classical, blend_radius)[where], target)}
-    runs["blend"]["rmse_ratio"] = runs["blend"]["rmse_mm"] / runs["classical"]["rmse_mm"]
-    runs["blend"]["mae_ratio"] = runs["blend"]["mae_mm"] / runs["classical"]["mae_mm"]
-    return {"pixels": int(where.sum()), **runs}
+    result = {"pixels": int(where.sum()), "official": _scored(
+        {"classical": classical[where],
+         "blend": blend_answer(sparse, classical, blend_radius)[where]}, target)}
+    points, T = sample.get("points"), sample.get("lidar_to_camera")
+    rings = None if points is None or T is None else scan_rings(points)
+    if rings is not None:
+        raw = project_to_depth(points, sample["camera"], T, min_depth=min_depth,
+                               max_depth=max_depth)
+        classical = complete_classical(raw, max_depth=max_depth)
+        gaps = ring_gaps(points, rings, sample["camera"], T, occupied=raw,
+                         min_depth=min_depth, max_depth=max_depth)
+        where = (truth > 0) & np.isfinite(classical)
+        result["sweep"] = _scored({"classical": classical[where],
+                                   "ring": np.where(gaps > 0, gaps, classical)[where]},
+                                  truth[where].astype(np.float64))
+        result["sweep_pixels"] = int(where.sum())
+    return result
 
 
 def markdown(result: dict, command: str) -> str:
@@ -182,31 +217,40 @@ def markdown(result: dict, command: str) -> str:
              f"{result['source']}: {result['lidar_split']:.0%} of the visible points held out per "
              f"seed; oracle: the best of the classical answer and the kept returns within "
              f"{result['radius']} px; blend: the mean of the kept returns within "
-             f"{result['blend_radius']} px where they spread by more than {SPREAD_M:g} m",
+             f"{result['blend_radius']} px where they spread by more than {SPREAD_M:g} m; ring: "
+             f"the kept returns' scan line interpolated across its gaps",
              "", "| frame | seed | classical RMSE / MAE mm | errors > 1 m: share of returns / "
-             "of squared error | of them nearer than the return | oracle RMSE / MAE | blend "
-             "RMSE / MAE |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "of squared error | of them nearer than the return | oracle | blend | ring "
+             "(RMSE / MAE multiples) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
 
     def pair(figures, a="rmse_ratio", b="mae_ratio", unit="x"):
-        return f"{figures[a]:.3f} / {figures[b]:.3f}{unit}"
+        return "-" if figures is None else f"{figures[a]:.3f} / {figures[b]:.3f}{unit}"
 
     for row in result["rows"]:
         c = row["classical"]
         lines.append(f"| {row['frame']} | {row['seed']} | {c['rmse_mm']:.1f} / "
                      f"{c['mae_mm']:.1f} | {pair(row['large'], 'share', 'squared_share', '')} | "
                      f"{pair(row['nearer'], 'share', 'squared_share', '')} | "
-                     f"{pair(row['oracle'])} | {pair(row['blend'])} |")
+                     f"{pair(row['oracle'])} | {pair(row['blend'])} | {pair(row.get('ring'))} |")
     s = result["summary"]
-    lines.append(f"| mean | | | {s['large_share']:.3f} / {s['large_squared_share']:.3f} | "
-                 f"{s['nearer_share']:.3f} / {s['nearer_squared_share']:.3f} | "
-                 f"{s['oracle_rmse_ratio']:.3f} / {s['oracle_mae_ratio']:.3f}x | "
-                 f"{s['blend_rmse_ratio']:.3f} / {s['blend_mae_ratio']:.3f}x |")
+    means = {name: {k: s.get(f"{name}_{k}") for k in ("rmse_ratio", "mae_ratio", "share",
+                                                      "squared_share")}
+             for name in ("large", "nearer", "oracle", "blend", "ring")}
+    lines.append(f"| mean | | | {pair(means['large'], 'share', 'squared_share', '')} | "
+                 f"{pair(means['nearer'], 'share', 'squared_share', '')} | "
+                 + " | ".join(pair(means[n]) if means[n]["rmse_ratio"] is not None else "-"
+                              for n in ("oracle", "blend", "ring")) + " |")
     for row in result.get("official", []):
-        c, b = row["classical"], row["blend"]
-        lines += ["", f"{row['frame']}, its own sparse input and camera-side ground truth "
-                  f"({row['pixels']} pixels): classical {c['rmse_mm']:.1f} / {c['mae_mm']:.1f} "
-                  f"mm, blend {b['rmse_mm']:.1f} / {b['mae_mm']:.1f} mm "
-                  f"({pair(b)} RMSE / MAE)"]
+        c, b = row["official"]["classical"], row["official"]["blend"]
+        lines += ["", f"{row['frame']}, camera-side ground truth ({row['pixels']} pixels), its "
+                  f"own sparse input: classical {c['rmse_mm']:.1f} / {c['mae_mm']:.1f} mm, blend "
+                  f"{b['rmse_mm']:.1f} / {b['mae_mm']:.1f} mm ({pair(b)} RMSE / MAE)"]
+        if "sweep" in row:
+            c, r = row["sweep"]["classical"], row["sweep"]["ring"]
+            lines.append(f"{row['frame']}, the same ground truth, the whole raw sweep as input "
+                         f"({row['sweep_pixels']} pixels): classical "
+                         f"{c['rmse_mm']:.1f} / {c['mae_mm']:.1f} mm, ring {r['rmse_mm']:.1f} / "
+                         f"{r['mae_mm']:.1f} mm ({pair(r)})")
     return "\n".join(lines)
 
 
