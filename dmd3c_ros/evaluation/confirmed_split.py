@@ -24,16 +24,15 @@ and MAE pooled over the seeds, and per seed the RMSE as a multiple of the first 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 
 import numpy as np
 
 from dmd3c_ros.core.config import BACKENDS
-from dmd3c_ros.core.io import write_json
 
 from .offline import create_runs
 from .split_seeds import parse_seeds
+from .tool import run_tool
 
 PROG = "python -m dmd3c_ros.evaluation.confirmed_split"
 GROUPS = ("confirmed", "moved", "dropped", "all")
@@ -157,21 +156,19 @@ def main(argv=None) -> int:
     from dmd3c_ros.training.data.kitti_frames import KittiFrameFolders
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    try:
+
+    def compute(progress):
         runs = {run.name: run.pipeline.backend for run in create_runs(args.backend, args.model)}
         samples = KittiFrameFolders(args.kitti, stereo=False, points=False)
-        result = sweep(samples, runs, args.fraction, args.seeds, args.tolerance,
-                       progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
-    except (OSError, ValueError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    command = " ".join([PROG] + [shlex.quote(a) for a in argv])
-    if args.json:
-        write_json(args.json, {**result, "source": args.kitti, "fraction": args.fraction,
-                               "seeds": args.seeds, "tolerance": args.tolerance,
-                               "command": command})
-    print(markdown(result, command, args.fraction, args.tolerance))
-    return 0
+        return sweep(samples, runs, args.fraction, args.seeds, args.tolerance,
+                     progress=progress)
+
+    return run_tool(PROG, argv, compute,
+                    lambda result, command: markdown(result, command, args.fraction,
+                                                     args.tolerance),
+                    json_path=args.json,
+                    json_extra={"source": args.kitti, "fraction": args.fraction,
+                                "seeds": args.seeds, "tolerance": args.tolerance})
 
 
 if __name__ == "__main__":

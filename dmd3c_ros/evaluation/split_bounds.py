@@ -34,14 +34,12 @@ split's RMSE (issue 17: 0.9 x classical on KITTI object 000000) is read against 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 
 import cv2
 import numpy as np
 
 from dmd3c_ros.core.classical import complete_classical
-from dmd3c_ros.core.io import write_json
 from dmd3c_ros.core.metrics import paired_metrics
 from dmd3c_ros.core.projection import project_to_depth
 
@@ -49,6 +47,7 @@ from .lidar_split import split_points
 from .scan_lines import ring_gaps, scan_rings
 from .sources import open_kitti
 from .split_seeds import parse_seeds
+from .tool import run_tool
 
 PROG = "python -m dmd3c_ros.evaluation.split_bounds"
 LARGE_M = 1.0    # an error larger than this is "large"
@@ -276,18 +275,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    try:
-        result = sweep(args.kitti, fraction=args.lidar_split, seeds=args.seeds,
-                       radius=args.radius, blend_radius=args.blend_radius,
-                       progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
-    except (OSError, ValueError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    command = " ".join([PROG] + [shlex.quote(a) for a in argv])
-    if args.json:
-        write_json(args.json, {**result, "command": command})
-    print(markdown(result, command))
-    return 0
+    return run_tool(PROG, argv, lambda progress: sweep(
+        args.kitti, fraction=args.lidar_split, seeds=args.seeds, radius=args.radius,
+        blend_radius=args.blend_radius, progress=progress), markdown, json_path=args.json)
 
 
 if __name__ == "__main__":

@@ -23,17 +23,16 @@ band (the held-out returns by distance in pixels to the nearest kept one, ``dmd3
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 
 import numpy as np
 
 from dmd3c_ros.core.config import BACKENDS
-from dmd3c_ros.core.io import write_json
 
 from .lidar_split import check_holdout, every_nth
 from .offline import evaluate
 from .surround import evaluate_surround
+from .tool import run_tool
 
 PROG = "python -m dmd3c_ros.evaluation.split_seeds"
 
@@ -222,17 +221,8 @@ def markdown(result: dict, command: str) -> str:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    try:
-        result = sweep(args, progress=lambda line: print(f"  {line}", file=sys.stderr,
-                                                         flush=True))
-    except (OSError, ValueError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    command = " ".join([PROG] + [shlex.quote(a) for a in argv])
-    if args.json:
-        write_json(args.json, {**result, "command": command})
-    print(markdown(result, command))
-    return 0
+    return run_tool(PROG, argv, lambda progress: sweep(args, progress=progress), markdown,
+                    json_path=args.json)
 
 
 if __name__ == "__main__":
