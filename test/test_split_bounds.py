@@ -100,3 +100,30 @@ def test_bad_arguments(tmp_path, capsys):
             split_bounds.parse_args(["--kitti", "x", *bad])
     assert split_bounds.main(["--kitti", str(tmp_path / "absent")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_a_bag_is_split_as_dmd3c_eval_splits_it(tmp_path, capsys):
+    pytest.importorskip("rosbags")
+    from test_eval_offline import TOPICS, WALLS, bag_args, strict_json, write_bag
+
+    from dmd3c_ros.cli import main as dmd3c
+    bag = tmp_path / "bag"
+    write_bag(bag)
+    topics = ["--image-topic", TOPICS["image"], "--camera-info-topic", TOPICS["info"],
+              "--points-topic", TOPICS["points"]]
+    report = tmp_path / "bounds.json"
+    assert split_bounds.main(["--bag", str(bag), *topics, "--lidar-split", "0.25", "--seeds",
+                              "1", "--json", str(report)]) == 0
+    rows = json.loads(report.read_text())["rows"]
+    assert len(rows) == len(WALLS)   # the sixth frame's sweep comes too late to pair
+    assert "| mean |" in capsys.readouterr().out
+    # the same split as dmd3c eval --lidar-split 0.25 --seed 1: its classical RMSE, frame by frame
+    assert dmd3c(bag_args(bag, tmp_path) + ["--lidar-split", "0.25", "--seed", "1",
+                                            "--backend", "classical"]) == 0
+    evaluated = strict_json(tmp_path / "eval.json")["results"]["classical"]["rmse_mm"]
+    assert np.mean([row["classical"]["rmse_mm"] for row in rows]) == pytest.approx(evaluated,
+                                                                                   abs=0.05)
+    with pytest.raises(SystemExit):   # a bag needs the LiDAR's topic
+        split_bounds.parse_args(["--bag", str(bag), "--image-topic", TOPICS["image"]])
+    with pytest.raises(SystemExit):   # topics are for bags
+        split_bounds.parse_args(["--kitti", "x", "--points-topic", TOPICS["points"]])

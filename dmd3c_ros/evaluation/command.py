@@ -36,24 +36,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seam-blend", type=float, metavar="TOLERANCE",
                    help="with --nuscenes: also report every run with its views blended at the "
                         "seams as the surround node's seam_blend does (e.g. 0.05)")
-    p.add_argument("--image-topic", action="append", default=[],
-                   help="sensor_msgs/Image topic (repeat for a rig)")
-    p.add_argument("--camera-info-topic", action="append", default=[],
-                   help="its CameraInfo topic (default: camera_info next to the image topic)")
-    p.add_argument("--points-topic", help="sensor_msgs/PointCloud2 topic of the LiDAR")
+    add_bag_arguments(p)
     truth = p.add_mutually_exclusive_group()
     truth.add_argument("--gt-topic", action="append", default=[],
                        help="ground-truth depth Image topic (32FC1 m or 16UC1 mm), one per image")
     truth.add_argument("--lidar-split", type=float, metavar="FRACTION",
                        help="hold out this seeded share of the points that project into the "
                             "image and score on them")
-    p.add_argument("--lidar-to-camera", type=float, nargs=16, metavar="F",
-                   help="row-major 4x4 LiDAR -> camera optical frame (default: /tf_static)")
     p.add_argument("--backend", action="append", choices=BACKENDS,
                    help="inference backend (repeatable; default auto)")
     p.add_argument("--model", action="append", default=[], help="model spec YAML (repeatable)")
-    p.add_argument("--slop", type=float, default=0.05,
-                   help="seconds: messages are paired by nearest stamp within it")
     p.add_argument("--seed", type=int, default=0, help="LiDAR-split seed")
     p.add_argument("--mono", action="store_true",
                    help="give the networks no LiDAR (all-zero sparse input, mono mode); an "
@@ -70,6 +62,20 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--json", help="summary JSON (default: OUT/eval.json)")
     p.set_defaults(func=run)
+
+
+def add_bag_arguments(p) -> None:
+    """The topics of a bag and how its messages pair (``dmd3c eval --bag`` and the tools that
+    read bags as it does, ``split_bounds``)."""
+    p.add_argument("--image-topic", action="append", default=[],
+                   help="sensor_msgs/Image topic (repeat for a rig)")
+    p.add_argument("--camera-info-topic", action="append", default=[],
+                   help="its CameraInfo topic (default: camera_info next to the image topic)")
+    p.add_argument("--points-topic", help="sensor_msgs/PointCloud2 topic of the LiDAR")
+    p.add_argument("--lidar-to-camera", type=float, nargs=16, metavar="F",
+                   help="row-major 4x4 LiDAR -> camera optical frame (default: /tf_static)")
+    p.add_argument("--slop", type=float, default=0.05,
+                   help="seconds: messages are paired by nearest stamp within it")
 
 
 def run(args) -> int:

@@ -2,11 +2,12 @@
 them could win at best.
 
 ``python -m dmd3c_ros.evaluation.split_bounds --kitti DIR [--lidar-split 0.2] [--seeds 0:10]
-[--radius 3] [--blend-radius 5] [--json PATH]``
+[--radius 3] [--blend-radius 5] [--json PATH]``, or ``--bag BAG --image-topic T --points-topic
+P [--camera-info-topic C] [--lidar-to-camera F x16] [--slop S]`` (as ``dmd3c eval --bag``).
 
-For every frame of DIR and every seed, the split of ``split_seeds`` (the same kept input and
-held-out ground truth as ``dmd3c eval --lidar-split F --seed S``) and the classical completion
-of the kept returns, and then:
+For every frame and every seed, the split of ``dmd3c eval --lidar-split F --seed S`` (the same
+kept input and held-out ground truth; ``split_seeds`` runs the models on it) and the classical
+completion of the kept returns, and then:
 
 - ``large``: the held-out returns the classical answer misses by more than 1 m, their share of
   the returns and of the squared error; ``nearer``: those of them where the classical answer is
@@ -24,12 +25,9 @@ of the kept returns, and then:
   scores. Only for sweeps stored ring by ring (KITTI's velodyne.bin).
 
 RMSE and MAE of each as multiples of the classical answer's, per seed and their mean. Where a
-frame has camera-side ground truth (KITTI depth completion: the official sparse input and its
-semi-dense ground truth, kept where stereo agrees), the blend is also scored there on the
-official input, and the ring answer on the whole raw sweep (the classical completion with every
-ring gap filled): they tell whether what the split rewards is what a camera sees. A bar on a
-split's RMSE (issue 17: 0.9 x classical on KITTI object 000000) is read against these:
-``models/README.md`` ("What a LiDAR split rewards").
+KITTI frame has camera-side ground truth (depth completion: kept where stereo agrees), the blend
+is also scored there on the official input and the ring fill on the whole raw sweep: is what the
+split rewards what a camera sees? ``models/README.md``, "What a LiDAR split rewards".
 """
 from __future__ import annotations
 
@@ -43,9 +41,10 @@ from dmd3c_ros.core.classical import complete_classical
 from dmd3c_ros.core.metrics import paired_metrics
 from dmd3c_ros.core.projection import project_to_depth
 
+from .command import add_bag_arguments
 from .lidar_split import split_points
 from .scan_lines import ring_gaps, scan_rings
-from .sources import open_kitti
+from .sources import open_bag, open_kitti
 from .split_seeds import parse_seeds
 from .tool import run_tool
 
@@ -135,11 +134,15 @@ def bounds(kept: np.ndarray, truth: np.ndarray, classical: np.ndarray, *, radius
 
 
 def sweep(source, *, fraction: float, seeds, radius: int = 3, blend_radius: int = 5,
-          min_depth: float = 0.1, max_depth: float = 100.0, progress=None) -> dict:
+          min_depth: float = 0.1, max_depth: float = 100.0, cameras=None,
+          progress=None) -> dict:
     """{"rows": [{frame, seed, **bounds}], "summary": {figure: mean over the rows}} of every
-    frame with LiDAR of a KITTI folder."""
+    frame with LiDAR: of a KITTI folder ``source``, or of ``cameras`` ((name, loader) pairs as
+    ``sources.open_bag`` gives them) when given."""
     rows, officials = [], []
-    for camera, loader in open_kitti(source, points=True):
+    if cameras is None:
+        cameras = open_kitti(source, points=True)
+    for camera, loader in cameras:
         for index in range(len(loader)):
             sample = loader[index]
             points, T = sample.get("points"), sample.get("lidar_to_camera")
@@ -255,7 +258,10 @@ def markdown(result: dict, command: str) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kitti", required=True, help="KITTI-format folder with velodyne.bin")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--kitti", help="KITTI-format folder with velodyne.bin")
+    source.add_argument("--bag", help="rosbag2 bag folder (with --image-topic, --points-topic)")
+    add_bag_arguments(parser)
     parser.add_argument("--lidar-split", type=float, default=0.2, metavar="FRACTION")
     parser.add_argument("--seeds", type=parse_seeds, default=list(range(10)),
                         help="START:STOP or a,b,c (default 0:10)")
@@ -269,15 +275,27 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--lidar-split must be between 0 and 1")
     if args.radius < 0 or args.blend_radius < 1:
         parser.error("--radius must be >= 0 and --blend-radius >= 1")
+    if args.bag and not (args.image_topic and args.points_topic):
+        parser.error("--bag needs --image-topic and --points-topic (the LiDAR to split)")
+    if args.kitti and (args.image_topic or args.points_topic or args.camera_info_topic
+                       or args.lidar_to_camera):
+        parser.error("topic arguments apply to --bag, not --kitti")
     return args
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    return run_tool(PROG, argv, lambda progress: sweep(
-        args.kitti, fraction=args.lidar_split, seeds=args.seeds, radius=args.radius,
-        blend_radius=args.blend_radius, progress=progress), markdown, json_path=args.json)
+
+    def compute(progress):
+        cameras = None if args.kitti else open_bag(
+            args.bag, image_topics=args.image_topic, camera_info_topics=args.camera_info_topic,
+            points_topic=args.points_topic, slop=args.slop, lidar_to_camera=args.lidar_to_camera)
+        return sweep(args.kitti or args.bag, fraction=args.lidar_split, seeds=args.seeds,
+                     radius=args.radius, blend_radius=args.blend_radius, cameras=cameras,
+                     progress=progress)
+
+    return run_tool(PROG, argv, compute, markdown, json_path=args.json)
 
 
 if __name__ == "__main__":
