@@ -62,14 +62,11 @@ def oracle_answer(kept: np.ndarray, classical: np.ndarray, ys: np.ndarray, xs: n
                   truth: np.ndarray, radius: int) -> np.ndarray:
     """At pixels (ys, xs): whichever of the classical answer and the kept returns within
     ``radius`` pixels (a square window) lies nearest to ``truth`` in depth."""
-    height, width = kept.shape
+    padded = np.pad(kept, radius)   # beyond the image: no return
     best = classical[ys, xs].astype(np.float64)
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            y, x = ys + dy, xs + dx
-            inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
-            depth = np.zeros(len(ys))
-            depth[inside] = kept[y[inside], x[inside]]
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            depth = padded[ys + dy, xs + dx].astype(np.float64)
             better = (depth > 0) & (np.abs(depth - truth) < np.abs(best - truth))
             best[better] = depth[better]
     return best
@@ -152,14 +149,10 @@ def sweep(source, *, fraction: float, seeds, radius: int = 3, blend_radius: int 
                 kept_points, truth = split_points(points, sample["camera"], T, fraction,
                                                   (seed, index), min_depth=min_depth,
                                                   max_depth=max_depth)
-                kept = project_to_depth(kept_points, sample["camera"], T, min_depth=min_depth,
-                                        max_depth=max_depth)
-                rings = scan_rings(kept_points)
-                gaps = None if rings is None else ring_gaps(
-                    kept_points, rings, sample["camera"], T, occupied=kept,
-                    min_depth=min_depth, max_depth=max_depth)
-                figures = bounds(kept, truth, complete_classical(kept, max_depth=max_depth),
-                                 radius=radius, blend_radius=blend_radius, gaps=gaps)
+                kept, classical, gaps = _completed(kept_points, sample["camera"], T,
+                                                   min_depth, max_depth)
+                figures = bounds(kept, truth, classical, radius=radius,
+                                 blend_radius=blend_radius, gaps=gaps)
                 if figures is None:
                     continue
                 rows.append({"frame": f"{camera}/{index}", "seed": seed, **figures})
@@ -183,6 +176,16 @@ def sweep(source, *, fraction: float, seeds, radius: int = 3, blend_radius: int 
             "official": officials}
 
 
+def _completed(points, camera, T, min_depth: float, max_depth: float) -> tuple:
+    """(sparse map, its classical completion, its ring gaps or None when the sweep is not
+    stored ring by ring) of a sweep in one camera."""
+    sparse = project_to_depth(points, camera, T, min_depth=min_depth, max_depth=max_depth)
+    rings = scan_rings(points)
+    gaps = None if rings is None else ring_gaps(points, rings, camera, T, occupied=sparse,
+                                                min_depth=min_depth, max_depth=max_depth)
+    return sparse, complete_classical(sparse, max_depth=max_depth), gaps
+
+
 def _official(sample, blend_radius: int, min_depth: float, max_depth: float) -> dict | None:
     """Camera-side checks of a frame with its own sparse input and ground truth (None without):
     {"official": classical and blend on that input; "sweep": classical and ring on the whole
@@ -199,13 +202,10 @@ def _official(sample, blend_radius: int, min_depth: float, max_depth: float) -> 
         {"classical": classical[where],
          "blend": blend_answer(sparse, classical, blend_radius)[where]}, target)}
     points, T = sample.get("points"), sample.get("lidar_to_camera")
-    rings = None if points is None or T is None else scan_rings(points)
-    if rings is not None:
-        raw = project_to_depth(points, sample["camera"], T, min_depth=min_depth,
-                               max_depth=max_depth)
-        classical = complete_classical(raw, max_depth=max_depth)
-        gaps = ring_gaps(points, rings, sample["camera"], T, occupied=raw,
-                         min_depth=min_depth, max_depth=max_depth)
+    gaps = None
+    if points is not None and T is not None:
+        _, classical, gaps = _completed(points, sample["camera"], T, min_depth, max_depth)
+    if gaps is not None:
         where = (truth > 0) & np.isfinite(classical)
         result["sweep"] = _scored({"classical": classical[where],
                                    "ring": np.where(gaps > 0, gaps, classical)[where]},
